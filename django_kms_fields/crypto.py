@@ -1,0 +1,391 @@
+"""Turns (plaintext, keyring, field) into an AWS Encryption SDK message and back.
+
+This is the one place that talks to the SDK and the one place where SDK and botocore exceptions become
+ours. How it is wired, and why (see docs/design.md):
+
+- Each KMS key of a keyring is a ``KMSMasterKey`` built around the shared boto3 client that
+  ``clients`` made from the keyring's settings, so timeouts, attempts and endpoint are ours.
+- A provider of our own holds every key of the keyring: the first generates the data key and every key
+  wraps it (a lone ``KMSMasterKey`` would silently wrap with one key only). On decryption it tries only
+  data keys wrapped by a key of the keyring, and only after the message's encryption context was found
+  to bind it to the field that reads it, so a foreign or copied value fails without a KMS call.
+- Master key providers are not thread safe, so each thread builds its own; clients are shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import attr
+import aws_encryption_sdk
+from aws_encryption_sdk.exceptions import (
+    DecryptKeyError,
+    EncryptKeyError,
+    GenerateKeyError,
+    IncorrectMasterKeyError,
+    InvalidDataKeyError,
+    InvalidKeyIdError,
+)
+from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
+from aws_encryption_sdk.key_providers.base import MasterKeyProvider, MasterKeyProviderConfig
+from aws_encryption_sdk.key_providers.kms import KMSMasterKey
+from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
+from aws_encryption_sdk.materials_managers.default import DefaultCryptoMaterialsManager
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from . import clients, conf
+from .conf import FIELD_CONTEXT_KEY, RESERVED_CONTEXT_PREFIX, KeyringConfig
+from .exceptions import (
+    DecryptionError,
+    KMSFieldsConfigurationError,
+    KMSFieldsError,
+    KMSRequestError,
+    KMSUnavailableError,
+)
+from .signals import kms_call
+
+__all__ = ["FieldBinding", "encrypt", "decrypt", "encryption_context_for"]
+
+logger = logging.getLogger("django_kms_fields")
+
+KMS_PROVIDER_ID = "aws-kms"
+
+# Beyond the keyring's own keys, room for the keys of an earlier KEY_ARNS; a hostile header that
+# claims thousands of data keys is refused before any of them is parsed.
+_SPARE_ENCRYPTED_DATA_KEYS = 8
+
+# KMS error codes that mean "try again later" rather than "no".
+_TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "KMSInternalException",
+        "DependencyTimeoutException",
+        "InternalFailure",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+# The wrapped data key in the message is not one KMS made for this key and context: the stored
+# value was tampered with, not refused.
+_INVALID_CIPHERTEXT_CODES = frozenset({"InvalidCiphertextException"})
+
+
+@dataclass(frozen=True)
+class FieldBinding:
+    """Which column a message belongs to.
+
+    ``label`` goes into every message's encryption context (``app_label.model_name.field_name`` unless
+    the field pins another); ``description`` names the field in error messages.
+    """
+
+    label: str
+    description: str
+
+
+def encryption_context_for(keyring: KeyringConfig, binding: FieldBinding) -> dict[str, str]:
+    """The encryption context every message of ``binding`` carries: the keyring's pairs plus the field."""
+    return {**keyring.encryption_context, FIELD_CONTEXT_KEY: binding.label}
+
+
+# --- KMS calls and their errors ---------------------------------------------------------------------
+
+
+def _translate_kms_error(err: Exception, operation: str, key_arn: str, region: str) -> KMSFieldsError:
+    """Our error for a botocore failure of one KMS operation; the caller chains it to ``err``."""
+    where = f"KMS {operation} with key {key_arn}"
+    if isinstance(err, ClientError):
+        error = err.response.get("Error", {})
+        code = error.get("Code", "Unknown")
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        detail = f"{code}: {error.get('Message', '')}".rstrip(": ")
+        if code in _TRANSIENT_ERROR_CODES or status >= 500:
+            return KMSUnavailableError(f"{where} kept failing ({detail}).")
+        if code in _INVALID_CIPHERTEXT_CODES:
+            return DecryptionError(f"{where}: KMS rejected the stored wrapped data key ({code}).")
+        return KMSRequestError(f"{where} was refused by KMS ({detail}).")
+    if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
+        return KMSFieldsConfigurationError(
+            f"{where}: no usable AWS credentials ({err}). Configure credentials for the process, or "
+            "PROFILE_NAME for the keyring."
+        )
+    return KMSUnavailableError(f"{where} could not reach KMS in {region}: {err}")
+
+
+@contextmanager
+def _kms_operation(operation: str, key_arn: str, region: str, keyring_alias: str) -> Iterator[None]:
+    """Times one KMS operation, reports it, and turns its failure into our error.
+
+    The SDK wraps a ``ClientError`` in its own Generate/Encrypt/DecryptKeyError and lets network
+    errors through bare; either way the botocore exception is what decides the kind of failure.
+    """
+    attempts_before = clients.attempts_sent()
+    started = time.monotonic()
+    outcome = "ok"
+    try:
+        yield
+    except (GenerateKeyError, EncryptKeyError, DecryptKeyError, BotoCoreError, ClientError) as err:
+        cause = err if isinstance(err, (BotoCoreError, ClientError)) else err.__cause__
+        if cause is None:
+            # The SDK refused the answer itself (a plaintext key of the wrong length, another key id).
+            translated: KMSFieldsError = KMSRequestError(
+                f"KMS {operation} with key {key_arn} gave an answer the AWS Encryption SDK rejected."
+            )
+        else:
+            translated = _translate_kms_error(cause, operation, key_arn, region)
+        outcome = type(translated).__name__
+        raise translated from err
+    finally:
+        duration = time.monotonic() - started
+        attempts = clients.attempts_sent() - attempts_before
+        logger.info(
+            "KMS %s key=%s region=%s attempts=%s duration_ms=%.1f outcome=%s",
+            operation,
+            key_arn,
+            region,
+            attempts,
+            duration * 1000,
+            outcome,
+        )
+        kms_call.send(
+            sender=keyring_alias,
+            operation=operation,
+            key_arn=key_arn,
+            region=region,
+            attempts=attempts,
+            duration=duration,
+            outcome=outcome,
+        )
+
+
+class _KeyringMasterKey(KMSMasterKey):
+    """A ``KMSMasterKey`` whose failures come out as this app's errors, reported per call."""
+
+    keyring_alias: str = ""
+    region: str = ""
+
+    def _call(self, operation: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+        with _kms_operation(operation, self._key_id, self.region, self.keyring_alias):
+            return method(*args, **kwargs)
+
+    def _generate_data_key(self, algorithm, encryption_context=None):  # type: ignore[no-untyped-def]
+        return self._call("GenerateDataKey", super()._generate_data_key, algorithm, encryption_context)
+
+    def _encrypt_data_key(self, data_key, algorithm, encryption_context=None):  # type: ignore[no-untyped-def]
+        return self._call("Encrypt", super()._encrypt_data_key, data_key, algorithm, encryption_context)
+
+    def _decrypt_data_key(self, encrypted_data_key, algorithm, encryption_context=None):  # type: ignore[no-untyped-def]
+        return self._call("Decrypt", super()._decrypt_data_key, encrypted_data_key, algorithm, encryption_context)
+
+
+@attr.s(hash=False)
+class _KeyringProviderConfig(MasterKeyProviderConfig):
+    keyring = attr.ib()
+
+
+class _KeyringMasterKeyProvider(MasterKeyProvider):
+    """Holds every key of one keyring, each with the keyring's client for the key's region."""
+
+    provider_id = KMS_PROVIDER_ID
+    _config_class = _KeyringProviderConfig
+    vend_masterkey_on_decrypt = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        keyring: KeyringConfig = self.config.keyring
+        self._decrypt_arns = {arn: position for position, arn in enumerate(keyring.key_arns)}
+        self.add_master_keys_from_list(keyring.key_arns)
+
+    def _new_master_key(self, key_id: bytes) -> _KeyringMasterKey:
+        keyring: KeyringConfig = self.config.keyring
+        key_arn = key_id.decode("utf-8", errors="replace")
+        if key_arn not in self._decrypt_arns:
+            raise InvalidKeyIdError(f"{key_arn} is not a key of keyring {keyring.alias!r}")
+        region = keyring.region_of(key_arn)
+        master_key = _KeyringMasterKey(key_id=key_arn, client=clients.kms_client(keyring, region))
+        master_key.keyring_alias = keyring.alias
+        master_key.region = region
+        return master_key
+
+    def decrypt_data_key_from_list(self, encrypted_data_keys, algorithm, encryption_context):  # type: ignore[no-untyped-def]
+        """The data key, from the first data key a key of this keyring can decrypt.
+
+        Replaces the SDK's loop, which would try a failing key twice and then report any KMS failure as
+        a bare "unable to decrypt any data key". Here the reason survives: a KMS outage is
+        ``KMSUnavailableError``, a refusal ``KMSRequestError``.
+        """
+        # In KEY_ARNS order, so the key listed first (say, the one in the local region) is tried first.
+        candidates = sorted(
+            (
+                edk
+                for edk in encrypted_data_keys
+                if edk.key_provider.provider_id == KMS_PROVIDER_ID
+                and edk.key_provider.key_info.decode("utf-8", errors="replace") in self._decrypt_arns
+            ),
+            key=lambda edk: self._decrypt_arns[edk.key_provider.key_info.decode("utf-8")],
+        )
+        if not candidates:
+            raise DecryptionError(
+                "the stored value's data keys are wrapped by no key of keyring "
+                f"{self.config.keyring.alias!r}, so no KMS call was made."
+            )
+        failures: list[KMSFieldsError] = []
+        for edk in candidates:
+            master_key = self.master_key_for_decrypt(edk.key_provider.key_info)
+            try:
+                return master_key.decrypt_data_key(edk, algorithm, encryption_context)
+            except KMSFieldsError as err:
+                failures.append(err)
+            except (IncorrectMasterKeyError, InvalidDataKeyError) as err:
+                failure = DecryptionError("a wrapped data key in the stored value is invalid.")
+                failure.__cause__ = err
+                failures.append(failure)
+        raise _most_telling(failures)
+
+
+def _most_telling(failures: list[KMSFieldsError]) -> KMSFieldsError:
+    """Of the ways each key failed, the one that tells the caller most about what to do."""
+    for kind in (KMSUnavailableError, KMSFieldsConfigurationError, KMSRequestError):
+        for failure in failures:
+            if isinstance(failure, kind):
+                return failure
+    return failures[0]
+
+
+class _FieldBoundMaterialsManager(CryptoMaterialsManager):
+    """Checks, before any KMS call, that a message was written for the field that is reading it.
+
+    The SDK compares an expected encryption context only on its MPL path; here the message header's
+    context (less the SDK's own reserved pairs) must equal the field's exactly.
+    """
+
+    def __init__(self, inner: CryptoMaterialsManager, expected_context: Mapping[str, str]) -> None:
+        self._inner = inner
+        self._expected_context = expected_context
+
+    def get_encryption_materials(self, request):  # type: ignore[no-untyped-def]
+        return self._inner.get_encryption_materials(request)
+
+    def decrypt_materials(self, request):  # type: ignore[no-untyped-def]
+        stored = {
+            key: value
+            for key, value in request.encryption_context.items()
+            if not key.startswith(RESERVED_CONTEXT_PREFIX)
+        }
+        if stored != self._expected_context:
+            stored_label = stored.get(FIELD_CONTEXT_KEY)
+            expected_label = self._expected_context[FIELD_CONTEXT_KEY]
+            if stored_label != expected_label:
+                reason = f"it was written for {stored_label!r}, not {expected_label!r}"
+            else:
+                differing = sorted(set(stored.items()) ^ set(self._expected_context.items()))
+                reason = "its encryption context differs from the keyring's ENCRYPTION_CONTEXT in " + ", ".join(
+                    sorted({key for key, _ in differing})
+                )
+            raise DecryptionError(f"the stored value is not bound to this field: {reason}.")
+        return self._inner.decrypt_materials(request)
+
+
+# --- per-thread SDK objects ---------------------------------------------------------------------------
+
+
+class _ThreadState(threading.local):
+    def __init__(self) -> None:
+        self.generation = -1
+        self.materials_managers: dict[str, CryptoMaterialsManager] = {}
+        self.sdk_clients: dict[str, aws_encryption_sdk.EncryptionSDKClient] = {}
+
+
+_thread_state = _ThreadState()
+_generation = 0
+
+
+@conf.on_settings_reset
+def _forget_sdk_objects() -> None:
+    global _generation
+    _generation += 1
+
+
+def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionSDKClient, CryptoMaterialsManager]:
+    state = _thread_state
+    if state.generation != _generation:
+        state.materials_managers.clear()
+        state.sdk_clients.clear()
+        state.generation = _generation
+    try:
+        return state.sdk_clients[keyring.alias], state.materials_managers[keyring.alias]
+    except KeyError:
+        pass
+    provider = _KeyringMasterKeyProvider(keyring=keyring)
+    manager = DefaultCryptoMaterialsManager(master_key_provider=provider)
+    sdk_client = aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
+        max_encrypted_data_keys=len(keyring.key_arns) + _SPARE_ENCRYPTED_DATA_KEYS,
+    )
+    state.sdk_clients[keyring.alias] = sdk_client
+    state.materials_managers[keyring.alias] = manager
+    return sdk_client, manager
+
+
+# --- the public operations ----------------------------------------------------------------------------
+
+
+def _located(err: KMSFieldsError, binding: FieldBinding, pk: object) -> KMSFieldsError:
+    where = binding.description if pk is None else f"{binding.description} (pk={pk!r})"
+    located = type(err)(f"{where}: {err}")
+    located.__cause__ = err.__cause__
+    return located
+
+
+def encrypt(plaintext: bytes, keyring: KeyringConfig, binding: FieldBinding) -> bytes:
+    """One AWS Encryption SDK message holding ``plaintext``, bound to ``binding``."""
+    sdk_client, manager = _sdk_objects(keyring)
+    try:
+        message, _header = sdk_client.encrypt(
+            source=plaintext,
+            materials_manager=manager,
+            encryption_context=encryption_context_for(keyring, binding),
+            algorithm=getattr(Algorithm, keyring.algorithm),
+        )
+    except KMSFieldsError as err:
+        raise _located(err, binding, None) from err.__cause__
+    except Exception as err:
+        raise KMSFieldsError(
+            f"{binding.description}: the AWS Encryption SDK failed to encrypt ({type(err).__name__})."
+        ) from err
+    return message
+
+
+def decrypt(message: bytes, keyring: KeyringConfig, binding: FieldBinding, pk: object = None) -> bytes:
+    """The plaintext of ``message``; raises ``DecryptionError`` unless it is a valid message for ``binding``."""
+    sdk_client, manager = _sdk_objects(keyring)
+    bound = _FieldBoundMaterialsManager(manager, encryption_context_for(keyring, binding))
+    try:
+        plaintext, _header = sdk_client.decrypt(source=bytes(message), materials_manager=bound)
+    except KMSFieldsError as err:
+        raise _located(err, binding, pk) from err.__cause__
+    except Exception as err:
+        # A hostile value can fail anywhere in the SDK's parser, with the SDK's own errors or with
+        # struct/ValueError/cryptography ones. The type is named, never the bytes.
+        where = binding.description if pk is None else f"{binding.description} (pk={pk!r})"
+        raise DecryptionError(
+            f"{where}: the stored value is not a valid encrypted message for this field "
+            f"({type(err).__name__})."
+        ) from err
+    return plaintext

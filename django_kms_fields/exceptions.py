@@ -1,0 +1,58 @@
+"""The errors this app raises.
+
+Callers catch ``KMSFieldsError`` for everything, or one subclass for one kind of failure. The SDK's and
+botocore's exceptions never escape bare: they are always the ``__cause__`` of one of these.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import FieldError, ImproperlyConfigured
+
+__all__ = [
+    "KMSFieldsError",
+    "KMSFieldsConfigurationError",
+    "KMSUnavailableError",
+    "KMSRequestError",
+    "EncryptionError",
+    "DecryptionError",
+    "EncryptedLookupError",
+]
+
+
+class KMSFieldsError(Exception):
+    """Base of every error raised by django-kms-fields."""
+
+
+class KMSFieldsConfigurationError(KMSFieldsError, ImproperlyConfigured):
+    """``KMS_FIELDS`` (or a field's options) is missing or invalid, or AWS credentials are missing."""
+
+
+class KMSUnavailableError(KMSFieldsError):
+    """KMS could not be reached, or kept failing after the configured attempts were spent.
+
+    Connection and read timeouts, refused or reset connections, throttling and 5xx answers. Retrying
+    later may succeed.
+    """
+
+
+class KMSRequestError(KMSFieldsError):
+    """KMS answered and refused: access denied, a disabled or unknown key, wrong key usage.
+
+    Not retried: the same request would be refused again until the key or the IAM policy changes.
+    """
+
+
+class EncryptionError(KMSFieldsError, ValueError):
+    """A value could not be encrypted because of the value itself (wrong type, not UTF-8 text)."""
+
+
+class DecryptionError(KMSFieldsError):
+    """A stored value is not a valid message for the field that read it.
+
+    Tampered, truncated, left-over plaintext, garbage, another field's value, or a message whose data
+    keys name no key of the field's keyring.
+    """
+
+
+class EncryptedLookupError(KMSFieldsError, FieldError):
+    """A query tried to compare the contents of an encrypted column."""

@@ -1,0 +1,206 @@
+"""Model fields that store each value as an AWS Encryption SDK message under a KMS keyring.
+
+The column is binary on every backend. A value is encrypted when Django prepares it for the database
+(``get_db_prep_value``), so a failure raises before any SQL is sent, and decrypted when it is read
+(``from_db_value``). Lookups that would compare ciphertext are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.lookups import Lookup
+
+from . import conf, crypto
+from .exceptions import DecryptionError, EncryptedLookupError, EncryptionError
+from .forms import BinaryUploadField
+
+__all__ = ["EncryptedTextField", "EncryptedBinaryField"]
+
+
+def _lookup_refusal(field: models.Field, lookup_name: str) -> EncryptedLookupError:
+    return EncryptedLookupError(
+        f"{field.model._meta.label}.{field.name} is encrypted, so the database cannot compare its "
+        f"contents: the '{lookup_name}' lookup is not supported (only 'isnull' is). Each value is "
+        "encrypted with its own data key and nonce, so equal values never have equal ciphertexts. Filter "
+        "on another column, or store a keyed hash (HMAC) of the value in a separate indexed column and "
+        "look that up."
+    )
+
+
+class _NoneOnlyLookup(Lookup):
+    """``field=None`` must keep working: Django turns it into ``isnull`` after building the lookup."""
+
+    can_use_none_as_rhs = False
+
+    def __init__(self, lhs: Any, rhs: Any) -> None:
+        if rhs is not None:
+            raise _lookup_refusal(lhs.output_field, self.lookup_name)
+        super().__init__(lhs, rhs)
+
+
+class _NoneOnlyExact(_NoneOnlyLookup):
+    lookup_name = "exact"
+
+
+class _NoneOnlyIExact(_NoneOnlyLookup):
+    lookup_name = "iexact"
+
+
+_NONE_ONLY_LOOKUPS = {"exact": _NoneOnlyExact, "iexact": _NoneOnlyIExact}
+
+
+class EncryptedFieldMixin(models.Field):
+    """The Django hooks shared by both encrypted fields.
+
+    ``keyring`` names a keyring of ``KMS_FIELDS``. ``binding`` pins the label written into each
+    message's encryption context; it defaults to ``app_label.model_name.field_name``, so a model or
+    field rename must set ``binding`` to the old label to keep reading existing values.
+    """
+
+    def __init__(self, *args: Any, keyring: str = conf.DEFAULT_KEYRING, binding: str | None = None, **kwargs: Any):
+        self.keyring = keyring
+        self.binding = binding
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
+        name, path, args, kwargs = super().deconstruct()
+        if self.keyring != conf.DEFAULT_KEYRING:
+            kwargs["keyring"] = self.keyring
+        if self.binding is not None:
+            kwargs["binding"] = self.binding
+        return name, path, args, kwargs
+
+    def get_internal_type(self) -> str:
+        return "BinaryField"
+
+    def get_placeholder(self, value: Any, compiler: Any, connection: BaseDatabaseWrapper) -> str:
+        return connection.ops.binary_placeholder_sql(value)
+
+    # -- encryption -------------------------------------------------------------------------------
+
+    def field_binding(self) -> crypto.FieldBinding:
+        meta = self.model._meta
+        return crypto.FieldBinding(
+            label=self.binding or f"{meta.label_lower}.{self.name}",
+            description=f"{meta.label}.{self.name}",
+        )
+
+    def to_plaintext_bytes(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    def from_plaintext_bytes(self, plaintext: bytes) -> Any:
+        raise NotImplementedError
+
+    def get_db_prep_value(self, value: Any, connection: BaseDatabaseWrapper, prepared: bool = False) -> Any:
+        if not prepared:
+            value = self.get_prep_value(value)
+        if value is None:
+            return None
+        if hasattr(value, "as_sql"):
+            return value
+        message = crypto.encrypt(
+            self.to_plaintext_bytes(value), conf.get_keyring(self.keyring), self.field_binding()
+        )
+        return connection.Database.Binary(message)
+
+    def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
+        if value is None:
+            return None
+        plaintext = crypto.decrypt(bytes(value), conf.get_keyring(self.keyring), self.field_binding())
+        return self.from_plaintext_bytes(plaintext)
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def get_lookup(self, lookup_name: str) -> type[Lookup] | None:
+        if lookup_name == "isnull":
+            return super().get_lookup(lookup_name)
+        if lookup_name in _NONE_ONLY_LOOKUPS:
+            return _NONE_ONLY_LOOKUPS[lookup_name]
+        raise _lookup_refusal(self, lookup_name)
+
+    def get_transform(self, lookup_name: str) -> Any:
+        raise _lookup_refusal(self, lookup_name)
+
+    # -- checks -----------------------------------------------------------------------------------
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        return [*super().check(**kwargs), *self._check_keyring(), *self._check_not_indexed()]
+
+    def _check_keyring(self) -> list[checks.CheckMessage]:
+        aliases = conf.keyring_aliases()
+        if not aliases or self.keyring in aliases:
+            return []  # a missing KMS_FIELDS is reported once, as kms_fields.E001
+        return [
+            checks.Error(
+                f"keyring={self.keyring!r} is not a keyring of KMS_FIELDS.",
+                hint="Configured keyrings: " + ", ".join(map(repr, aliases)) + ".",
+                obj=self,
+                id="kms_fields.E020",
+            )
+        ]
+
+    def _check_not_indexed(self) -> list[checks.CheckMessage]:
+        errors = []
+        for option in ("primary_key", "unique", "db_index"):
+            if getattr(self, option if option != "unique" else "_unique"):
+                errors.append(
+                    checks.Error(
+                        f"An encrypted field cannot be {option}=True.",
+                        hint="Every value is encrypted with its own data key, so equal values differ in the "
+                        "database and an index or uniqueness constraint on them means nothing. Index a "
+                        "keyed hash of the value in another column instead.",
+                        obj=self,
+                        id="kms_fields.E021",
+                    )
+                )
+        return errors
+
+
+class EncryptedTextField(EncryptedFieldMixin, models.TextField):
+    """Text encrypted under a KMS keyring; reads give back ``str``."""
+
+    description = "Text encrypted with AWS KMS"
+
+    def to_plaintext_bytes(self, value: Any) -> bytes:
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise EncryptionError(
+                f"{self.model._meta.label}.{self.name}: the value is not valid Unicode text ({err.reason})."
+            ) from None
+
+    def from_plaintext_bytes(self, plaintext: bytes) -> str:
+        try:
+            return plaintext.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecryptionError(
+                f"{self.model._meta.label}.{self.name}: the decrypted value is not UTF-8 text."
+            ) from None
+
+
+class EncryptedBinaryField(EncryptedFieldMixin, models.BinaryField):
+    """Bytes encrypted under a KMS keyring; takes bytes, bytearray or memoryview, reads give ``bytes``.
+
+    Like Django's ``BinaryField`` it is not editable in forms unless ``editable=True``; then it is a
+    file upload.
+    """
+
+    description = "Binary data encrypted with AWS KMS"
+
+    def to_plaintext_bytes(self, value: Any) -> bytes:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        raise EncryptionError(
+            f"{self.model._meta.label}.{self.name} takes bytes, bytearray or memoryview, "
+            f"not {type(value).__name__}."
+        )
+
+    def from_plaintext_bytes(self, plaintext: bytes) -> bytes:
+        return plaintext
+
+    def formfield(self, **kwargs: Any) -> Any:
+        return super().formfield(**{"form_class": BinaryUploadField, "max_length": self.max_length, **kwargs})

@@ -1,0 +1,90 @@
+import os
+
+# Before anything imports boto3: the tests never read the developer's own AWS configuration.
+for _name in [name for name in os.environ if name.startswith(("AWS_", "BOTO_"))]:
+    del os.environ[_name]
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_CONFIG_FILE="/nonexistent/aws/config",
+    AWS_SHARED_CREDENTIALS_FILE="/nonexistent/aws/credentials",
+    AWS_EC2_METADATA_DISABLED="true",
+)
+
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import pytest  # noqa: E402
+
+from django_kms_fields.signals import kms_call  # noqa: E402
+
+from .kms import KMSFront, LocalKMS  # noqa: E402
+
+REGION = "eu-west-1"
+
+
+@dataclass(frozen=True)
+class Keys:
+    first: str
+    second: str
+    archive: str
+    stranger: str  # a real key of the same KMS that no keyring lists
+
+
+@pytest.fixture(scope="session")
+def local_kms() -> Iterator[LocalKMS]:
+    server = LocalKMS().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def keys(local_kms: LocalKMS) -> Keys:
+    return Keys(
+        first=local_kms.create_key(REGION, "default, first"),
+        second=local_kms.create_key(REGION, "default, second"),
+        archive=local_kms.create_key(REGION, "archive"),
+        stranger=local_kms.create_key(REGION, "in no keyring"),
+    )
+
+
+def keyring(key_arns: list[str], endpoint: str, **options: object) -> dict[str, object]:
+    """A keyring setting with test-sized bounds: a broken test fails in seconds, not minutes."""
+    return {
+        "KEY_ARNS": key_arns,
+        "ENDPOINT_URL": endpoint,
+        "CONNECT_TIMEOUT": 2,
+        "READ_TIMEOUT": 5,
+        "MAX_ATTEMPTS": 2,
+        **options,
+    }
+
+
+@pytest.fixture(autouse=True)
+def kms_settings(settings, local_kms: LocalKMS, keys: Keys) -> dict[str, object]:
+    settings.KMS_FIELDS = {
+        "default": keyring([keys.first, keys.second], local_kms.endpoint),
+        "archive": keyring([keys.archive], local_kms.endpoint, ENCRYPTION_CONTEXT={"purpose": "archive"}),
+    }
+    return settings.KMS_FIELDS
+
+
+@pytest.fixture
+def front(local_kms: LocalKMS) -> Iterator[KMSFront]:
+    kms_front = KMSFront(local_kms, hold_seconds=20).start()
+    yield kms_front
+    kms_front.stop()
+
+
+@pytest.fixture
+def kms_calls() -> Iterator[list[dict[str, object]]]:
+    """Every KMS operation the app makes during the test, as the ``kms_call`` signal reports it."""
+    calls: list[dict[str, object]] = []
+
+    def record(sender: str, **kwargs: object) -> None:
+        calls.append({"keyring": sender, **{k: v for k, v in kwargs.items() if k != "signal"}})
+
+    kms_call.connect(record, weak=False, dispatch_uid="tests.kms_calls")
+    yield calls
+    kms_call.disconnect(dispatch_uid="tests.kms_calls")

@@ -1,0 +1,74 @@
+"""Settings for the test suite. ``KMS_FIELDS_TEST_DATABASE`` picks the backend: sqlite (default),
+postgresql or mariadb, each on 127.0.0.1. ``KMS_FIELDS`` is filled in by ``tests/conftest.py`` once the
+local KMS endpoint is up and its keys exist."""
+
+import os
+
+SECRET_KEY = "django-kms-fields-tests"
+DEBUG = False
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ROOT_URLCONF = "tests.testapp.urls"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_kms_fields",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+_DATABASES = {
+    "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    "postgresql": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "test",
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "HOST": "127.0.0.1",
+        "PORT": "5432",
+    },
+    "mariadb": {
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": "test",
+        "USER": os.environ.get("MYSQL_USER", "root"),
+        "PASSWORD": os.environ.get("MYSQL_PASSWORD", ""),
+        "HOST": "127.0.0.1",
+        "PORT": "3306",
+        "OPTIONS": {"charset": "utf8mb4"},
+        "TEST": {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
+    },
+}
+DATABASE_VENDOR = os.environ.get("KMS_FIELDS_TEST_DATABASE", "sqlite")
+if DATABASE_VENDOR not in _DATABASES:
+    raise RuntimeError(f"KMS_FIELDS_TEST_DATABASE must be one of {', '.join(_DATABASES)}, not {DATABASE_VENDOR!r}")
+DATABASES = {"default": _DATABASES[DATABASE_VENDOR]}
+
+# Replaced by tests/conftest.py with keys of the local KMS endpoint before any test runs.
+KMS_FIELDS = {
+    "default": {"KEY_ARNS": ["arn:aws:kms:eu-west-1:123456789012:key/00000000-0000-0000-0000-000000000000"]},
+    "archive": {"KEY_ARNS": ["arn:aws:kms:eu-west-1:123456789012:key/00000000-0000-0000-0000-000000000001"]},
+}

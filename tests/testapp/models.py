@@ -1,0 +1,20 @@
+from django.db import models
+
+from django_kms_fields.fields import EncryptedBinaryField, EncryptedTextField
+
+
+class Patient(models.Model):
+    name = models.CharField(max_length=100, default="")
+    ssn = EncryptedTextField()
+    notes = EncryptedTextField(null=True, blank=True)
+    xray = EncryptedBinaryField(null=True, keyring="archive", editable=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Invoice(models.Model):
+    """A second model, so a value copied across models can be shown to fail."""
+
+    iban = EncryptedTextField(null=True)
+    scan = EncryptedBinaryField(null=True)

@@ -20,7 +20,7 @@ from . import conf
 from .conf import KeyringConfig
 from .exceptions import KMSFieldsConfigurationError
 
-__all__ = ["kms_client", "client_config", "attempts_sent"]
+__all__ = ["kms_client", "client_config", "attempts_sent", "worst_case_call_seconds"]
 
 _clients: dict[tuple[str, str], BaseClient] = {}
 _lock = threading.Lock()
@@ -98,3 +98,16 @@ def _build_client(keyring: KeyringConfig, region: str) -> BaseClient:
 def _drop_clients() -> None:
     with _lock:
         _clients.clear()
+
+
+def worst_case_call_seconds(keyring: KeyringConfig) -> float:
+    """The longest one KMS call of ``keyring`` can take before it raises, retries and backoff included.
+
+    Every attempt may spend the whole connect and read timeouts, and botocore sleeps at most
+    ``min(2 ** (i - 1), 20)`` seconds before retry ``i`` (throttling backoff; other errors back off
+    less). An operation that needs several keys (encrypting under N keys, or decrypting when the first
+    keys fail) can take up to N times this. The "adaptive" mode may also wait for its client-side rate
+    limiter after throttling, which this bound does not cover.
+    """
+    backoff = sum(min(2 ** (retry - 1), 20) for retry in range(1, keyring.max_attempts))
+    return keyring.max_attempts * (keyring.connect_timeout + keyring.read_timeout) + backoff

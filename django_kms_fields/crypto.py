@@ -14,6 +14,7 @@ ours. How it is wired, and why (see docs/design.md):
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -151,7 +152,7 @@ def _kms_operation(operation: str, key_arn: str, region: str, keyring_alias: str
         else:
             translated = _translate_kms_error(cause, operation, key_arn, region)
         outcome = type(translated).__name__
-        raise translated from err
+        raise translated from (cause or err)
     finally:
         duration = time.monotonic() - started
         attempts = clients.attempts_sent() - attempts_before
@@ -376,8 +377,14 @@ def decrypt(message: bytes, keyring: KeyringConfig, binding: FieldBinding, pk: o
     """The plaintext of ``message``; raises ``DecryptionError`` unless it is a valid message for ``binding``."""
     sdk_client, manager = _sdk_objects(keyring)
     bound = _FieldBoundMaterialsManager(manager, encryption_context_for(keyring, binding))
+    source = io.BytesIO(message)
     try:
-        plaintext, _header = sdk_client.decrypt(source=bytes(message), materials_manager=bound)
+        with sdk_client.stream(mode="d", source=source, materials_manager=bound) as decryptor:
+            plaintext = decryptor.read()
+        if source.read(1):
+            # The SDK stops at the end of the message and ignores what follows; a stored value is
+            # exactly one message, so anything appended means it was altered.
+            raise DecryptionError("the stored value has bytes after the end of its message.")
     except KMSFieldsError as err:
         raise _located(err, binding, pk) from err.__cause__
     except Exception as err:

@@ -51,10 +51,11 @@ class Fault:
     """What the front does with a request whose KMS operation is in ``operations`` (all when empty)."""
 
     kind: str = "pass"  # pass | hang | reset | status | error
-    status: int = 500
+    status: int | None = None  # "status": default 500; "error": default 400, as KMS sends refusals
     error_code: str = ""
     operations: tuple[str, ...] = ()
     delay: float = 0.0
+    times: int | None = None  # only the first N matching requests; all when None
 
 
 @dataclass
@@ -74,6 +75,7 @@ class KMSFront:
         self.fault = Fault()
         self.stats = FrontStats()
         self.hold_seconds = hold_seconds
+        self._faults_left: int | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         front = self
@@ -95,8 +97,14 @@ class KMSFront:
                 with front._lock:
                     front.stats.requests[operation] += 1
                     fault = front.fault
-                if fault.operations and operation not in fault.operations:
-                    fault = Fault()
+                    if fault.operations and operation not in fault.operations:
+                        fault = Fault()
+                    elif fault.times is not None:
+                        if front._faults_left is None:
+                            front._faults_left = fault.times
+                        if front._faults_left <= 0:
+                            fault = Fault()
+                        front._faults_left -= 1
                 if fault.delay:
                     front._stopping.wait(fault.delay)
                 if fault.kind == "hang":
@@ -108,11 +116,11 @@ class KMSFront:
                     self.close_connection = True
                     return
                 if fault.kind == "status":
-                    self._reply(fault.status, b"<html>upstream failure</html>", "text/html")
+                    self._reply(fault.status or 500, b"<html>upstream failure</html>", "text/html")
                     return
                 if fault.kind == "error":
                     payload = json.dumps({"__type": fault.error_code, "message": f"injected {fault.error_code}"})
-                    self._reply(400, payload.encode(), "application/x-amz-json-1.1")
+                    self._reply(fault.status or 400, payload.encode(), "application/x-amz-json-1.1")
                     return
                 self._forward(body)
 
@@ -154,6 +162,7 @@ class KMSFront:
     def set_fault(self, fault: Fault) -> None:
         with self._lock:
             self.fault = fault
+            self._faults_left = None
             self.stats = FrontStats()
 
 

@@ -7,7 +7,7 @@ class Patient(models.Model):
     name = models.CharField(max_length=100, default="")
     ssn = EncryptedTextField()
     notes = EncryptedTextField(null=True, blank=True)
-    xray = EncryptedBinaryField(null=True, keyring="archive", editable=True)
+    xray = EncryptedBinaryField(null=True, blank=True, keyring="archive", editable=True)
 
     def __str__(self) -> str:
         return self.name

@@ -3,6 +3,7 @@ postgresql or mariadb, each on 127.0.0.1. ``KMS_FIELDS`` is filled in by ``tests
 local KMS endpoint is up and its keys exist."""
 
 import os
+import tempfile
 
 SECRET_KEY = "django-kms-fields-tests"
 DEBUG = False
@@ -43,7 +44,12 @@ TEMPLATES = [
 ]
 
 _DATABASES = {
-    "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    # A file, not :memory:, so threads in one test wait for SQLite's lock instead of failing on it.
+    "sqlite": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.path.join(tempfile.gettempdir(), "django_kms_fields.sqlite3"),
+        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"test_django_kms_fields_{os.getpid()}.sqlite3")},
+    },
     "postgresql": {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": "test",

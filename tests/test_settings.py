@@ -1,0 +1,87 @@
+"""KMS_FIELDS drives the clients the SDK uses, and a change takes effect on the next operation."""
+
+import pytest
+
+from django_kms_fields import conf
+from django_kms_fields.clients import kms_client
+from django_kms_fields.exceptions import KMSFieldsConfigurationError, KMSUnavailableError
+from tests.conftest import keyring
+from tests.kms import closed_port_endpoint
+from tests.testapp.models import Patient
+
+pytestmark = pytest.mark.django_db
+
+
+def test_defaults_are_filled_in(settings, keys):
+    settings.KMS_FIELDS = {"default": {"KEY_ARNS": [keys.first]}}
+
+    config = conf.get_keyring("default")
+
+    assert (config.connect_timeout, config.read_timeout, config.max_attempts, config.retry_mode) == (5, 8, 3, "standard")
+    assert config.algorithm == "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"
+    assert config.endpoint_url is None and config.region_name is None
+    assert dict(config.encryption_context) == {}
+
+
+def test_the_client_is_built_from_the_keyring(settings, keys, local_kms):
+    settings.KMS_FIELDS = {
+        "default": keyring(
+            [keys.first], local_kms.endpoint, CONNECT_TIMEOUT=1.5, READ_TIMEOUT=2.5, MAX_ATTEMPTS=4,
+            RETRY_MODE="adaptive", CLIENT_CONFIG={"max_pool_connections": 31, "user_agent_extra": "clinic/1"},
+        )
+    }
+    keyring_config = conf.get_keyring("default")
+
+    client = kms_client(keyring_config, "eu-west-1")
+
+    config = client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (1.5, 2.5)
+    assert config.retries == {"total_max_attempts": 4, "mode": "adaptive"}
+    assert config.max_pool_connections == 31
+    assert config.user_agent_extra == "clinic/1"
+    assert client.meta.endpoint_url == local_kms.endpoint
+    assert client.meta.region_name == "eu-west-1"
+    assert kms_client(keyring_config, "eu-west-1") is client
+
+
+def test_each_key_is_used_in_the_region_of_its_arn(settings, local_kms, kms_calls, monkeypatch):
+    # No ENDPOINT_URL: botocore's own per-service endpoint variable points both regions at moto.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", local_kms.endpoint)
+    ireland, virginia = local_kms.create_key("eu-west-1"), local_kms.create_key("us-east-1")
+    settings.KMS_FIELDS = {"default": {"KEY_ARNS": [ireland, virginia]}, "archive": {"KEY_ARNS": [ireland]}}
+
+    patient = Patient.objects.create(ssn="s")
+    settings.KMS_FIELDS = {"default": {"KEY_ARNS": [virginia]}, "archive": {"KEY_ARNS": [ireland]}}
+
+    assert Patient.objects.get(pk=patient.pk).ssn == "s"
+    assert [(c["operation"], c["region"]) for c in kms_calls] == [
+        ("GenerateDataKey", "eu-west-1"),
+        ("Encrypt", "us-east-1"),
+        ("Decrypt", "us-east-1"),
+    ]
+
+
+def test_a_settings_change_takes_effect_on_the_next_operation(settings, keys, local_kms):
+    patient = Patient.objects.create(ssn="s")
+    working = settings.KMS_FIELDS
+
+    settings.KMS_FIELDS = {**working, "default": keyring([keys.first, keys.second], closed_port_endpoint(), MAX_ATTEMPTS=1)}
+    with pytest.raises(KMSUnavailableError):
+        Patient.objects.get(pk=patient.pk)
+
+    settings.KMS_FIELDS = working
+    assert Patient.objects.get(pk=patient.pk).ssn == "s"
+
+
+def test_an_unknown_profile_is_a_configuration_error(settings, keys, local_kms):
+    settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": keyring([keys.first], local_kms.endpoint, PROFILE_NAME="nope")}
+
+    with pytest.raises(KMSFieldsConfigurationError, match="profile 'nope'"):
+        Patient.objects.create(ssn="s")
+
+
+def test_a_field_on_an_unconfigured_keyring_raises_a_configuration_error(settings, keys, local_kms):
+    settings.KMS_FIELDS = {"default": keyring([keys.first], local_kms.endpoint)}
+
+    with pytest.raises(KMSFieldsConfigurationError, match="no keyring 'archive'"):
+        Patient.objects.create(ssn="s", xray=b"x")

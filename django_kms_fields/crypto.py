@@ -379,8 +379,11 @@ def decrypt(message: bytes, keyring: KeyringConfig, binding: FieldBinding, pk: o
     bound = _FieldBoundMaterialsManager(manager, encryption_context_for(keyring, binding))
     source = io.BytesIO(message)
     try:
-        with sdk_client.stream(mode="d", source=source, materials_manager=bound) as decryptor:
-            plaintext = decryptor.read()
+        # Not a ``with`` block: on failure the SDK's __exit__ logs a second, misleading traceback
+        # ("Footer not read") at ERROR level.
+        decryptor = sdk_client.stream(mode="d", source=source, materials_manager=bound)
+        plaintext = decryptor.read()
+        decryptor.close()
         if source.read(1):
             # The SDK stops at the end of the message and ignores what follows; a stored value is
             # exactly one message, so anything appended means it was altered.

@@ -61,6 +61,8 @@ KEYRING_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "CLIENT_CONFIG": {},
         "ALGORITHM": ALGORITHMS[0],
         "ENCRYPTION_CONTEXT": {},
+        "BREAKER_THRESHOLD": 5,
+        "BREAKER_COOLDOWN": 30,
     }
 )
 
@@ -118,6 +120,8 @@ class KeyringConfig:
     client_config: Mapping[str, Any] = field(compare=False)
     algorithm: str
     encryption_context: Mapping[str, str] = field(compare=False)
+    breaker_threshold: int | None = 5
+    breaker_cooldown: float = 30.0
 
     def region_of(self, key_arn: str) -> str:
         parsed = parse_key_arn(key_arn)
@@ -307,6 +311,26 @@ def keyring_problems(alias: str, raw: object) -> list[ConfigProblem]:
                 )
             )
 
+    threshold = raw.get("BREAKER_THRESHOLD", KEYRING_DEFAULTS["BREAKER_THRESHOLD"])
+    if threshold is not None and (not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1):
+        problems.append(
+            ConfigProblem(
+                "E017",
+                f"{where}['BREAKER_THRESHOLD'] must be a whole number of at least 1, or None, not {threshold!r}.",
+                "It is how many consecutive KMS failures open the circuit breaker; None turns the breaker off.",
+            )
+        )
+    cooldown = raw.get("BREAKER_COOLDOWN", KEYRING_DEFAULTS["BREAKER_COOLDOWN"])
+    if not _is_number(cooldown) or cooldown <= 0:
+        problems.append(
+            ConfigProblem(
+                "E018",
+                f"{where}['BREAKER_COOLDOWN'] must be a positive number of seconds, not {cooldown!r}.",
+                f"The default is {KEYRING_DEFAULTS['BREAKER_COOLDOWN']}: how long an open breaker fails fast "
+                "before one trial call.",
+            )
+        )
+
     client_config = raw.get("CLIENT_CONFIG", {})
     if not isinstance(client_config, Mapping):
         problems.append(
@@ -415,6 +439,8 @@ def get_keyring(alias: str = DEFAULT_KEYRING) -> KeyringConfig:
         client_config=MappingProxyType(dict(values["CLIENT_CONFIG"])),
         algorithm=values["ALGORITHM"],
         encryption_context=MappingProxyType(dict(values["ENCRYPTION_CONTEXT"])),
+        breaker_threshold=values["BREAKER_THRESHOLD"],
+        breaker_cooldown=float(values["BREAKER_COOLDOWN"]),
     )
     with _lock:
         _keyring_cache[alias] = keyring

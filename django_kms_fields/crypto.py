@@ -45,10 +45,11 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from . import clients, conf
+from . import breakers, clients, conf
 from .conf import FIELD_CONTEXT_KEY, RESERVED_CONTEXT_PREFIX, KeyringConfig
 from .exceptions import (
     DecryptionError,
+    KMSCircuitOpenError,
     KMSFieldsConfigurationError,
     KMSFieldsError,
     KMSRequestError,
@@ -131,28 +132,47 @@ def _translate_kms_error(err: Exception, operation: str, key_arn: str, region: s
 
 
 @contextmanager
-def _kms_operation(operation: str, key_arn: str, region: str, keyring_alias: str) -> Iterator[None]:
-    """Times one KMS operation, reports it, and turns its failure into our error.
+def _kms_operation(operation: str, key_arn: str, region: str, keyring: KeyringConfig) -> Iterator[None]:
+    """Guards one KMS operation with the circuit breaker, times and reports it, and translates its failure.
 
     The SDK wraps a ``ClientError`` in its own Generate/Encrypt/DecryptKeyError and lets network
     errors through bare; either way the botocore exception is what decides the kind of failure.
     """
+    breaker = breakers.breaker_for(keyring, region)
     attempts_before = clients.attempts_sent()
     started = time.monotonic()
     outcome = "ok"
     try:
-        yield
-    except (GenerateKeyError, EncryptKeyError, DecryptKeyError, BotoCoreError, ClientError) as err:
-        cause = err if isinstance(err, (BotoCoreError, ClientError)) else err.__cause__
-        if cause is None:
-            # The SDK refused the answer itself (a plaintext key of the wrong length, another key id).
-            translated: KMSFieldsError = KMSRequestError(
-                f"KMS {operation} with key {key_arn} gave an answer the AWS Encryption SDK rejected."
-            )
-        else:
-            translated = _translate_kms_error(cause, operation, key_arn, region)
-        outcome = type(translated).__name__
-        raise translated from (cause or err)
+        breaker.admit()
+        try:
+            yield
+        except (GenerateKeyError, EncryptKeyError, DecryptKeyError, BotoCoreError, ClientError) as err:
+            cause = err if isinstance(err, (BotoCoreError, ClientError)) else err.__cause__
+            if cause is None:
+                # The SDK refused the answer itself (a plaintext key of the wrong length, another key id).
+                translated: KMSFieldsError = KMSRequestError(
+                    f"KMS {operation} with key {key_arn} gave an answer the AWS Encryption SDK rejected."
+                )
+            else:
+                translated = _translate_kms_error(cause, operation, key_arn, region)
+            raise translated from (cause or err)
+    except KMSCircuitOpenError as err:
+        outcome = type(err).__name__
+        raise
+    except KMSUnavailableError as err:
+        outcome = type(err).__name__
+        breaker.record_failure()
+        raise
+    except KMSFieldsConfigurationError as err:
+        outcome = type(err).__name__
+        breaker.record_no_call()
+        raise
+    except KMSFieldsError as err:
+        outcome = type(err).__name__
+        breaker.record_answer()
+        raise
+    else:
+        breaker.record_answer()
     finally:
         duration = time.monotonic() - started
         attempts = clients.attempts_sent() - attempts_before
@@ -166,7 +186,7 @@ def _kms_operation(operation: str, key_arn: str, region: str, keyring_alias: str
             outcome,
         )
         kms_call.send(
-            sender=keyring_alias,
+            sender=keyring.alias,
             operation=operation,
             key_arn=key_arn,
             region=region,
@@ -179,11 +199,11 @@ def _kms_operation(operation: str, key_arn: str, region: str, keyring_alias: str
 class _KeyringMasterKey(KMSMasterKey):
     """A ``KMSMasterKey`` whose failures come out as this app's errors, reported per call."""
 
-    keyring_alias: str = ""
-    region: str = ""
+    keyring: KeyringConfig
+    region: str
 
     def _call(self, operation: str, method: Any, *args: Any, **kwargs: Any) -> Any:
-        with _kms_operation(operation, self._key_id, self.region, self.keyring_alias):
+        with _kms_operation(operation, self._key_id, self.region, self.keyring):
             return method(*args, **kwargs)
 
     def _generate_data_key(self, algorithm, encryption_context=None):  # type: ignore[no-untyped-def]
@@ -220,7 +240,7 @@ class _KeyringMasterKeyProvider(MasterKeyProvider):
             raise InvalidKeyIdError(f"{key_arn} is not a key of keyring {keyring.alias!r}")
         region = keyring.region_of(key_arn)
         master_key = _KeyringMasterKey(key_id=key_arn, client=clients.kms_client(keyring, region))
-        master_key.keyring_alias = keyring.alias
+        master_key.keyring = keyring
         master_key.region = region
         return master_key
 

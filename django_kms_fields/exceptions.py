@@ -12,6 +12,7 @@ __all__ = [
     "KMSFieldsError",
     "KMSFieldsConfigurationError",
     "KMSUnavailableError",
+    "KMSCircuitOpenError",
     "KMSRequestError",
     "EncryptionError",
     "DecryptionError",
@@ -33,6 +34,10 @@ class KMSUnavailableError(KMSFieldsError):
     Connection and read timeouts, refused or reset connections, throttling and 5xx answers. Retrying
     later may succeed.
     """
+
+
+class KMSCircuitOpenError(KMSUnavailableError):
+    """KMS failed repeatedly in this keyring and region, so the call was not attempted (circuit breaker)."""
 
 
 class KMSRequestError(KMSFieldsError):

@@ -56,6 +56,7 @@ class Fault:
     operations: tuple[str, ...] = ()
     delay: float = 0.0
     times: int | None = None  # only the first N matching requests; all when None
+    after: int = 0  # let this many matching requests through untouched first
 
 
 @dataclass
@@ -76,6 +77,7 @@ class KMSFront:
         self.stats = FrontStats()
         self.hold_seconds = hold_seconds
         self._faults_left: int | None = None
+        self._passed_before_fault = 0
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         front = self
@@ -98,6 +100,9 @@ class KMSFront:
                     front.stats.requests[operation] += 1
                     fault = front.fault
                     if fault.operations and operation not in fault.operations:
+                        fault = Fault()
+                    elif front._passed_before_fault < fault.after:
+                        front._passed_before_fault += 1
                         fault = Fault()
                     elif fault.times is not None:
                         if front._faults_left is None:
@@ -163,6 +168,7 @@ class KMSFront:
         with self._lock:
             self.fault = fault
             self._faults_left = None
+            self._passed_before_fault = 0
             self.stats = FrontStats()
 
 

@@ -18,3 +18,9 @@ class Invoice(models.Model):
 
     iban = EncryptedTextField(null=True)
     scan = EncryptedBinaryField(null=True)
+
+
+class ArchivedDocument(models.Model):
+    """Only the archive keyring: shows that one keyring's trouble leaves another alone."""
+
+    body = EncryptedBinaryField(keyring="archive")

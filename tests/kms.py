@@ -62,6 +62,7 @@ class Fault:
 @dataclass
 class FrontStats:
     requests: Counter = field(default_factory=Counter)  # by KMS operation
+    data_keys: list = field(default_factory=list)  # base64 plaintext data keys KMS handed out
 
     @property
     def total(self) -> int:
@@ -136,6 +137,8 @@ class KMSFront:
                     upstream.request("POST", self.path, body=body, headers=headers)
                     response = upstream.getresponse()
                     payload = response.read()
+                    if response.status == 200 and b'"Plaintext"' in payload:
+                        front.stats.data_keys.append(json.loads(payload)["Plaintext"])
                     self._reply(response.status, payload, response.getheader("Content-Type", "application/json"))
                 finally:
                     upstream.close()

@@ -43,12 +43,14 @@ TEMPLATES = [
     }
 ]
 
+# One test database per run, so two runs on one machine (a developer's and CI's) never collide.
+_TEST_DATABASE_NAME = f"test_django_kms_fields_{os.getpid()}"
 _DATABASES = {
     # A file, not :memory:, so threads in one test wait for SQLite's lock instead of failing on it.
     "sqlite": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.path.join(tempfile.gettempdir(), "django_kms_fields.sqlite3"),
-        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"test_django_kms_fields_{os.getpid()}.sqlite3")},
+        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), _TEST_DATABASE_NAME + ".sqlite3")},
     },
     "postgresql": {
         "ENGINE": "django.db.backends.postgresql",
@@ -56,6 +58,7 @@ _DATABASES = {
         "USER": os.environ.get("PGUSER", "postgres"),
         "HOST": "127.0.0.1",
         "PORT": "5432",
+        "TEST": {"NAME": _TEST_DATABASE_NAME},
     },
     "mariadb": {
         "ENGINE": "django.db.backends.mysql",
@@ -65,7 +68,7 @@ _DATABASES = {
         "HOST": "127.0.0.1",
         "PORT": "3306",
         "OPTIONS": {"charset": "utf8mb4"},
-        "TEST": {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
+        "TEST": {"NAME": _TEST_DATABASE_NAME, "CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
     },
 }
 DATABASE_VENDOR = os.environ.get("KMS_FIELDS_TEST_DATABASE", "sqlite")

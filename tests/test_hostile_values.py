@@ -1,0 +1,139 @@
+"""A seeded fuzz over stored values: every hostile value raises DecryptionError (or KMSRequestError
+where KMS refuses the wrapped key), never another exception, never a value, never a hang.
+
+Values are read through the field's ``from_db_value``, the hook Django calls for every loaded row; a
+sample also goes through the database and the ORM.
+"""
+
+import random
+import struct
+from dataclasses import dataclass
+
+import pytest
+from django.db import connection
+
+from django_kms_fields.exceptions import DecryptionError, KMSRequestError
+from tests.conftest import keyring
+from tests.test_errors import write_raw
+from tests.test_round_trip import stored
+from tests.testapp.models import Invoice, Patient
+
+pytestmark = pytest.mark.django_db
+
+SEED = 20261129
+FLIPS_PER_REGION = 160
+VALUE = "fuzz-target-value-0123456789abcd"  # 32 characters
+
+
+@dataclass(frozen=True)
+class Regions:
+    """Byte ranges of one AWS Encryption SDK v2 message, framed, non-signing."""
+
+    version_and_suite: range
+    message_id: range
+    context: range
+    data_keys: range
+    content_type_and_frame: range
+    commitment: range
+    header_tag: range
+    frame_header: range
+    frame_iv: range
+    body: range
+    body_tag: range
+
+
+def regions_of(message: bytes) -> Regions:
+    position = 1 + 2 + 32
+    (context_length,) = struct.unpack_from(">H", message, position)
+    context = range(position, position + 2 + context_length)
+    position = context.stop
+    (key_count,) = struct.unpack_from(">H", message, position)
+    start = position
+    position += 2
+    for _ in range(key_count):
+        for _field in range(3):  # provider id, provider info, wrapped key
+            (length,) = struct.unpack_from(">H", message, position)
+            position += 2 + length
+    data_keys = range(start, position)
+    content_type_and_frame = range(position, position + 1 + 4)
+    commitment = range(content_type_and_frame.stop, content_type_and_frame.stop + 32)
+    header_tag = range(commitment.stop, commitment.stop + 16)
+    frame_header = range(header_tag.stop, header_tag.stop + 8)  # end marker + sequence number
+    frame_iv = range(frame_header.stop, frame_header.stop + 12)
+    (content_length,) = struct.unpack_from(">I", message, frame_iv.stop)
+    body = range(frame_iv.stop, frame_iv.stop + 4 + content_length)
+    body_tag = range(body.stop, body.stop + 16)
+    assert body_tag.stop == len(message), "the test's idea of the format is off"
+    return Regions(range(0, 3), range(3, 35), context, data_keys, content_type_and_frame, commitment, header_tag,
+                   frame_header, frame_iv, body, body_tag)
+
+
+def hostile_values(message: bytes, others: dict[str, bytes], rng: random.Random):
+    regions = regions_of(message)
+    for name, region in vars(regions).items():
+        for _ in range(FLIPS_PER_REGION):
+            position = rng.choice(region)
+            flipped = bytearray(message)
+            flipped[position] ^= 1 << rng.randrange(8)
+            yield f"flip {name}@{position}", bytes(flipped)
+    for _ in range(200):
+        length = rng.randrange(0, len(message))
+        yield f"truncate to {length}", message[:length]
+    for _ in range(100):
+        yield "extend", message + rng.randbytes(rng.randrange(1, 64))
+    for _ in range(100):
+        yield "random", rng.randbytes(rng.randrange(0, 600))
+    for _ in range(100):
+        yield "random after a valid prefix", message[: rng.randrange(3, 200)] + rng.randbytes(rng.randrange(0, 400))
+    for _ in range(50):
+        yield "legacy plaintext", "".join(rng.choice("0123456789-abcdefXYZ ") for _ in range(rng.randrange(1, 40))).encode()
+    for name, other in others.items():
+        yield name, other
+
+
+def test_hostile_stored_values_raise_decryption_error_and_nothing_else(settings, local_kms, keys):
+    rng = random.Random(SEED)
+    field = Patient._meta.get_field("ssn")
+    patient = Patient.objects.create(ssn=VALUE, notes=VALUE, xray=VALUE.encode())
+    invoice = Invoice.objects.create(iban=VALUE)
+    message = stored(Patient, patient.pk, "ssn")
+    # A message for the same field under a key of no keyring here.
+    settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": keyring([keys.stranger], local_kms.endpoint)}
+    stranger_patient = Patient.objects.create(ssn=VALUE)
+    from_stranger_key = stored(Patient, stranger_patient.pk, "ssn")
+    settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": keyring([keys.first, keys.second], local_kms.endpoint)}
+    others = {
+        "another field": stored(Patient, patient.pk, "notes"),
+        "another model": stored(Invoice, invoice.pk, "iban"),
+        "another keyring": stored(Patient, patient.pk, "xray"),
+        "another key": from_stranger_key,
+    }
+
+    outcomes: dict[str, int] = {}
+    cases = 0
+    for name, value in hostile_values(message, others, rng):
+        cases += 1
+        try:
+            result = field.from_db_value(value, None, connection)
+        except (DecryptionError, KMSRequestError) as err:
+            outcomes[type(err).__name__] = outcomes.get(type(err).__name__, 0) + 1
+            assert VALUE not in str(err), name
+        except Exception as err:  # noqa: BLE001 - the point is that nothing else escapes
+            pytest.fail(f"{name}: {type(err).__name__} escaped: {err}")
+        else:
+            # A flip can only be harmless if it changed nothing the SDK authenticates; none is expected.
+            pytest.fail(f"{name}: returned {result!r} instead of raising")
+
+    assert cases >= 2000
+    assert outcomes.get("DecryptionError", 0) > 1500
+
+
+def test_a_sample_of_hostile_values_through_the_database():
+    rng = random.Random(SEED + 1)
+    patient = Patient.objects.create(ssn=VALUE)
+    message = stored(Patient, patient.pk, "ssn")
+
+    for name, value in list(hostile_values(message, {}, rng))[::80]:
+        write_raw(Patient, patient.pk, "ssn", value)
+        with pytest.raises((DecryptionError, KMSRequestError)):
+            Patient.objects.get(pk=patient.pk)

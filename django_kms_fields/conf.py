@@ -63,8 +63,13 @@ KEYRING_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "ENCRYPTION_CONTEXT": {},
         "BREAKER_THRESHOLD": 5,
         "BREAKER_COOLDOWN": 30,
+        "CACHE": {},
     }
 )
+
+CACHE_DEFAULTS: Mapping[str, Any] = MappingProxyType({"MAX_AGE": 300, "MAX_MESSAGES": 1000, "CAPACITY": 1000})
+# The AWS Encryption SDK refuses to use one data key for more messages than this.
+_MAX_MESSAGES_LIMIT = 2**32
 
 # botocore Config options that the keyring's own settings set; accepting them in CLIENT_CONFIG too
 # would make one of the two silently lose.
@@ -105,6 +110,15 @@ def parse_key_arn(value: object) -> KeyArn | None:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """Data-key caching of one keyring: how long, for how many values, how many entries."""
+
+    max_age: float
+    max_messages: int
+    capacity: int
+
+
+@dataclass(frozen=True)
 class KeyringConfig:
     """One validated keyring of ``KMS_FIELDS``, defaults filled in."""
 
@@ -122,6 +136,7 @@ class KeyringConfig:
     encryption_context: Mapping[str, str] = field(compare=False)
     breaker_threshold: int | None = 5
     breaker_cooldown: float = 30.0
+    cache: CacheConfig | None = None
 
     def region_of(self, key_arn: str) -> str:
         parsed = parse_key_arn(key_arn)
@@ -331,6 +346,8 @@ def keyring_problems(alias: str, raw: object) -> list[ConfigProblem]:
             )
         )
 
+    problems += _cache_problems(where, raw.get("CACHE", {}))
+
     client_config = raw.get("CLIENT_CONFIG", {})
     if not isinstance(client_config, Mapping):
         problems.append(
@@ -361,6 +378,32 @@ def keyring_problems(alias: str, raw: object) -> list[ConfigProblem]:
                         "See botocore.config.Config for the options it takes.",
                     )
                 )
+    return problems
+
+
+def _cache_problems(where: str, cache: object) -> list[ConfigProblem]:
+    if cache is None:
+        return []
+    hint = (
+        'For example "CACHE": {"MAX_AGE": 300, "MAX_MESSAGES": 1000, "CAPACITY": 1000}, or None to call KMS '
+        "for every value."
+    )
+    if not isinstance(cache, Mapping):
+        return [ConfigProblem("E019", f"{where}['CACHE'] must be a dict or None.", hint)]
+    problems = []
+    unknown = sorted(str(key) for key in cache if key not in CACHE_DEFAULTS)
+    if unknown:
+        problems.append(ConfigProblem("E019", f"{where}['CACHE'] has unknown key(s): {', '.join(unknown)}.", hint))
+    max_age = cache.get("MAX_AGE", CACHE_DEFAULTS["MAX_AGE"])
+    if not _is_number(max_age) or max_age <= 0:
+        problems.append(ConfigProblem("E019", f"{where}['CACHE']['MAX_AGE'] must be a positive number of seconds.", hint))
+    for key, upper in (("MAX_MESSAGES", _MAX_MESSAGES_LIMIT), ("CAPACITY", None)):
+        value = cache.get(key, CACHE_DEFAULTS[key])
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (upper and value > upper):
+            limit = f" and at most {upper}" if upper else ""
+            problems.append(
+                ConfigProblem("E019", f"{where}['CACHE']['{key}'] must be a whole number of at least 1{limit}.", hint)
+            )
     return problems
 
 
@@ -441,10 +484,17 @@ def get_keyring(alias: str = DEFAULT_KEYRING) -> KeyringConfig:
         encryption_context=MappingProxyType(dict(values["ENCRYPTION_CONTEXT"])),
         breaker_threshold=values["BREAKER_THRESHOLD"],
         breaker_cooldown=float(values["BREAKER_COOLDOWN"]),
+        cache=None if values["CACHE"] is None else _cache_config({**CACHE_DEFAULTS, **values["CACHE"]}),
     )
     with _lock:
         _keyring_cache[alias] = keyring
     return keyring
+
+
+def _cache_config(values: Mapping[str, Any]) -> CacheConfig:
+    return CacheConfig(
+        max_age=float(values["MAX_AGE"]), max_messages=values["MAX_MESSAGES"], capacity=values["CAPACITY"]
+    )
 
 
 def on_settings_reset(callback: Callable[[], None]) -> Callable[[], None]:

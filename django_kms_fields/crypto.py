@@ -36,7 +36,9 @@ from aws_encryption_sdk.exceptions import (
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
 from aws_encryption_sdk.key_providers.base import MasterKeyProvider, MasterKeyProviderConfig
 from aws_encryption_sdk.key_providers.kms import KMSMasterKey
+from aws_encryption_sdk.caches.local import LocalCryptoMaterialsCache
 from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
+from aws_encryption_sdk.materials_managers.caching import CachingCryptoMaterialsManager
 from aws_encryption_sdk.materials_managers.default import DefaultCryptoMaterialsManager
 from botocore.exceptions import (
     BotoCoreError,
@@ -326,6 +328,21 @@ class _FieldBoundMaterialsManager(CryptoMaterialsManager):
 # --- per-thread SDK objects ---------------------------------------------------------------------------
 
 
+# One data-key cache per keyring, shared by every thread's caching CMM (the SDK's local cache locks
+# itself); the partition name must be shared too, or each thread would only see its own entries.
+_caches: dict[str, LocalCryptoMaterialsCache] = {}
+_caches_lock = threading.Lock()
+
+
+def _shared_cache(keyring: KeyringConfig) -> LocalCryptoMaterialsCache:
+    with _caches_lock:
+        cache = _caches.get(keyring.alias)
+        if cache is None:
+            assert keyring.cache is not None
+            cache = _caches[keyring.alias] = LocalCryptoMaterialsCache(capacity=keyring.cache.capacity)
+        return cache
+
+
 class _ThreadState(threading.local):
     def __init__(self) -> None:
         self.generation = -1
@@ -340,7 +357,9 @@ _generation = 0
 @conf.on_settings_reset
 def _forget_sdk_objects() -> None:
     global _generation
-    _generation += 1
+    with _caches_lock:
+        _generation += 1
+        _caches.clear()
 
 
 def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionSDKClient, CryptoMaterialsManager]:
@@ -354,7 +373,15 @@ def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionS
     except KeyError:
         pass
     provider = _KeyringMasterKeyProvider(keyring=keyring)
-    manager = DefaultCryptoMaterialsManager(master_key_provider=provider)
+    manager: CryptoMaterialsManager = DefaultCryptoMaterialsManager(master_key_provider=provider)
+    if keyring.cache is not None:
+        manager = CachingCryptoMaterialsManager(
+            backing_materials_manager=manager,
+            cache=_shared_cache(keyring),
+            max_age=keyring.cache.max_age,
+            max_messages_encrypted=keyring.cache.max_messages,
+            partition_name=f"django-kms-fields/{keyring.alias}",
+        )
     sdk_client = aws_encryption_sdk.EncryptionSDKClient(
         commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
         max_encrypted_data_keys=len(keyring.key_arns) + _SPARE_ENCRYPTED_DATA_KEYS,

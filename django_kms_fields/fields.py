@@ -1,24 +1,31 @@
 """Model fields that store each value as an AWS Encryption SDK message under a KMS keyring.
 
 The column is binary on every backend. A value is encrypted when Django prepares it for the database
-(``get_db_prep_value``), so a failure raises before any SQL is sent, and decrypted when it is read
-(``from_db_value``). Lookups that would compare ciphertext are refused.
+(``get_db_prep_value``), so a failure raises before any SQL is sent. It is decrypted when read: at once
+for ``values()``, ``values_list()`` and annotations, and on first attribute access for model instances
+(see ``PendingDecryption``). Lookups that would compare ciphertext are refused, and so are query
+expressions that would write anything but an encrypted value.
 """
 
 from __future__ import annotations
 
+import sys
+from functools import cached_property
 from typing import Any
 
 from django.core import checks
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.expressions import Case, Col, Value, When
+from django.db.models.functions import Cast
 from django.db.models.lookups import Lookup
+from django.db.models.query_utils import DeferredAttribute
 
 from . import conf, crypto
 from .exceptions import DecryptionError, EncryptedLookupError, EncryptionError
 from .forms import BinaryUploadField
 
-__all__ = ["EncryptedTextField", "EncryptedBinaryField"]
+__all__ = ["EncryptedTextField", "EncryptedBinaryField", "PendingDecryption"]
 
 
 def _lookup_refusal(field: models.Field, lookup_name: str) -> EncryptedLookupError:
@@ -53,6 +60,55 @@ class _NoneOnlyIExact(_NoneOnlyLookup):
 _NONE_ONLY_LOOKUPS = {"exact": _NoneOnlyExact, "iexact": _NoneOnlyIExact}
 
 
+class PendingDecryption:
+    """A stored message loaded into a model instance and not decrypted yet.
+
+    Loading rows as model instances leaves each encrypted value in this form; the field's descriptor
+    decrypts it on first access, once, knowing the instance's pk for error messages. Saving an instance
+    whose value was never read writes the same message back without a KMS call. It never shows the
+    message's bytes in ``repr`` or ``str``.
+    """
+
+    __slots__ = ("field", "message")
+
+    def __init__(self, field: EncryptedFieldMixin, message: bytes) -> None:
+        self.field = field
+        self.message = message
+
+    def decrypt(self, pk: object = None) -> Any:
+        return self.field.decrypt_message(self.message, pk)
+
+    def __repr__(self) -> str:
+        return f"<PendingDecryption of {self.field.model._meta.label}.{self.field.name}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PendingDecryption, (self.field, self.message))
+
+
+class DecryptingAttribute(DeferredAttribute):
+    """The descriptor of an encrypted field: a deferred attribute that also decrypts on first access."""
+
+    def __get__(self, instance: Any, cls: Any = None) -> Any:
+        if instance is None:
+            return self
+        value = super().__get__(instance, cls)
+        if isinstance(value, PendingDecryption):
+            value = value.decrypt(pk=instance.pk)
+            instance.__dict__[self.field.attname] = value
+        return value
+
+    # A data descriptor, so that reads always come through __get__ even once the value is in __dict__.
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance.__dict__[self.field.attname] = value
+
+
+class _LazyDecryptionCol(Col):
+    """The column of an encrypted field selected to build model instances: converts to PendingDecryption."""
+
+    def get_db_converters(self, connection: BaseDatabaseWrapper) -> list[Any]:
+        return [self.target.pending_from_db_value]
+
+
 class EncryptedFieldMixin(models.Field):
     """The Django hooks shared by both encrypted fields.
 
@@ -78,6 +134,9 @@ class EncryptedFieldMixin(models.Field):
         return "BinaryField"
 
     def get_placeholder(self, value: Any, compiler: Any, connection: BaseDatabaseWrapper) -> str:
+        # QuerySet.update() hands resolved expressions here, and nowhere else before compiling them.
+        if hasattr(value, "as_sql"):
+            self._refuse_unencrypted_expression(value)
         return connection.ops.binary_placeholder_sql(value)
 
     # -- encryption -------------------------------------------------------------------------------
@@ -95,23 +154,98 @@ class EncryptedFieldMixin(models.Field):
     def from_plaintext_bytes(self, plaintext: bytes) -> Any:
         raise NotImplementedError
 
+    def get_prep_value(self, value: Any) -> Any:
+        if isinstance(value, PendingDecryption):
+            return value
+        return super().get_prep_value(value)
+
     def get_db_prep_value(self, value: Any, connection: BaseDatabaseWrapper, prepared: bool = False) -> Any:
         if not prepared:
             value = self.get_prep_value(value)
         if value is None:
             return None
         if hasattr(value, "as_sql"):
+            self._refuse_unencrypted_expression(value)
             return value
+        if isinstance(value, PendingDecryption):
+            if value.field is not self:
+                value = value.decrypt()
+            else:
+                return connection.Database.Binary(value.message)
         message = crypto.encrypt(
             self.to_plaintext_bytes(value), conf.get_keyring(self.keyring), self.field_binding()
         )
         return connection.Database.Binary(message)
 
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        # Not getattr(): a value that was loaded and never read is written back as the same message,
+        # with no decryption and no KMS call.
+        value = model_instance.__dict__.get(self.attname)
+        if not isinstance(value, PendingDecryption):
+            value = super().pre_save(model_instance, add)
+        if hasattr(value, "resolve_expression"):
+            self._refuse_unencrypted_expression(value)
+        return value
+
+    def decrypt_message(self, message: bytes, pk: object = None) -> Any:
+        plaintext = crypto.decrypt(message, conf.get_keyring(self.keyring), self.field_binding(), pk=pk)
+        return self.from_plaintext_bytes(plaintext)
+
     def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
         if value is None:
             return None
-        plaintext = crypto.decrypt(bytes(value), conf.get_keyring(self.keyring), self.field_binding())
-        return self.from_plaintext_bytes(plaintext)
+        return self.decrypt_message(bytes(value))
+
+    def pending_from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
+        if value is None:
+            return None
+        return PendingDecryption(self, bytes(value))
+
+    # -- lazy decryption --------------------------------------------------------------------------
+
+    descriptor_class = DecryptingAttribute
+
+    def get_col(self, alias: str, output_field: models.Field | None = None) -> Col:
+        # Django gives a field no way to tell whether its column will build model instances or
+        # values() rows. The columns that build instances (including select_related ones) all come
+        # from SQLCompiler.get_default_columns(), once per query, so that caller is recognised by
+        # name. Should a Django release rename it, values are decrypted eagerly: slower, never wrong.
+        caller = sys._getframe(1).f_code
+        if caller.co_name == "get_default_columns" and output_field in (None, self):
+            if alias == self.model._meta.db_table:
+                return self.cached_lazy_col
+            return _LazyDecryptionCol(alias, self)
+        return super().get_col(alias, output_field)
+
+    @cached_property
+    def cached_lazy_col(self) -> Col:
+        return _LazyDecryptionCol(self.model._meta.db_table, self)
+
+    def _refuse_unencrypted_expression(self, expression: Any) -> None:
+        """Only expressions that produce this field's own encrypted values may be written to it.
+
+        ``bulk_update`` writes ``Case(When(..., then=Value(v, output_field=field)))``, where each Value
+        encrypts itself; ``update(field=Value("x"))`` or ``Upper(...)`` would store plaintext.
+        """
+        if not self._writes_encrypted_values(expression):
+            raise EncryptionError(
+                f"{self.model._meta.label}.{self.name} is encrypted: a query expression would write "
+                f"{type(expression).__name__} to it without encryption. Assign plain values, or use "
+                f"Value(value, output_field=<this field>)."
+            )
+
+    def _writes_encrypted_values(self, expression: Any) -> bool:
+        if isinstance(expression, Value):
+            return expression.value is None or expression._output_field_or_none is self
+        if isinstance(expression, Col):
+            return expression.target is self
+        if isinstance(expression, When):
+            return self._writes_encrypted_values(expression.result)
+        if isinstance(expression, Case):
+            return all(self._writes_encrypted_values(e) for e in (*expression.cases, expression.default))
+        if isinstance(expression, Cast):
+            return expression.output_field is self and self._writes_encrypted_values(expression.source_expressions[0])
+        return False
 
     # -- queries ----------------------------------------------------------------------------------
 

@@ -80,22 +80,26 @@ class CircuitBreaker:
             self._trial_in_flight = False
 
 
-_breakers: dict[tuple[str, str], CircuitBreaker] = {}
+_breakers: dict[tuple[str, str], tuple[KeyringConfig, CircuitBreaker]] = {}
 _lock = threading.Lock()
 
 
 def breaker_for(keyring: KeyringConfig, region: str) -> CircuitBreaker:
+    """The breaker of ``keyring`` in ``region``; a new one whenever ``KMS_FIELDS`` changes."""
     key = (keyring.alias, region)
-    breaker = _breakers.get(key)
-    if breaker is None:
-        with _lock:
-            breaker = _breakers.setdefault(
-                key,
-                CircuitBreaker(
-                    f"keyring {keyring.alias!r} in {region}", keyring.breaker_threshold, keyring.breaker_cooldown
-                ),
-            )
-    return breaker
+    entry = _breakers.get(key)
+    if entry is not None and entry[0] is keyring:
+        return entry[1]
+    with _lock:
+        entry = _breakers.get(key)
+        if entry is not None and entry[0] is keyring:
+            return entry[1]
+        breaker = CircuitBreaker(
+            f"keyring {keyring.alias!r} in {region}", keyring.breaker_threshold, keyring.breaker_cooldown
+        )
+        if conf.is_current(keyring):
+            _breakers[key] = (keyring, breaker)
+        return breaker
 
 
 @conf.on_settings_reset

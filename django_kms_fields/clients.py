@@ -22,7 +22,7 @@ from .exceptions import KMSFieldsConfigurationError
 
 __all__ = ["kms_client", "client_config", "attempts_sent", "worst_case_call_seconds"]
 
-_clients: dict[tuple[str, str], BaseClient] = {}
+_clients: dict[tuple[str, str], tuple[KeyringConfig, BaseClient]] = {}
 _lock = threading.Lock()
 
 
@@ -58,14 +58,18 @@ def client_config(keyring: KeyringConfig) -> Config:
 def kms_client(keyring: KeyringConfig, region: str) -> BaseClient:
     """The shared KMS client for ``keyring`` in ``region``, built on first use."""
     cache_key = (keyring.alias, region)
-    client = _clients.get(cache_key)
-    if client is not None:
-        return client
+    entry = _clients.get(cache_key)
+    # Identity, not equality: conf hands out one KeyringConfig per alias until KMS_FIELDS changes, so
+    # a caller still holding the previous settings never gets (or leaves behind) a mismatched client.
+    if entry is not None and entry[0] is keyring:
+        return entry[1]
     with _lock:
-        client = _clients.get(cache_key)
-        if client is None:
-            client = _build_client(keyring, region)
-            _clients[cache_key] = client
+        entry = _clients.get(cache_key)
+        if entry is not None and entry[0] is keyring:
+            return entry[1]
+        client = _build_client(keyring, region)
+        if conf.is_current(keyring):
+            _clients[cache_key] = (keyring, client)
     return client
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "keyring_aliases",
     "settings_problems",
     "on_settings_reset",
+    "is_current",
 ]
 
 SETTING_NAME = "KMS_FIELDS"
@@ -202,6 +203,14 @@ def keyring_problems(alias: str, raw: object) -> list[ConfigProblem]:
                 f"{where}['KEY_ARNS'] must be a non-empty list of KMS key ARNs.",
                 'For example "KEY_ARNS": ["arn:aws:kms:eu-west-1:111122223333:key/1234abcd-..."]. The first key '
                 "generates each data key; every listed key wraps it.",
+            )
+        )
+    elif not all(isinstance(arn, str) for arn in key_arns):
+        problems.append(
+            ConfigProblem(
+                "E006",
+                f"{where}['KEY_ARNS'] must hold strings, each a full KMS key ARN.",
+                "Use arn:<partition>:kms:<region>:<account>:key/<key-id>.",
             )
         )
     else:
@@ -449,6 +458,17 @@ def keyring_aliases() -> list[str]:
 _keyring_cache: dict[str, KeyringConfig] = {}
 _reset_callbacks: list[Callable[[], None]] = []
 _lock = threading.Lock()
+_generation = 0
+
+
+def is_current(keyring: KeyringConfig) -> bool:
+    """Whether ``keyring`` is what ``get_keyring`` hands out now, and not from before a settings change.
+
+    ``get_keyring`` returns one object per alias until ``KMS_FIELDS`` changes, so modules that cache
+    what they build from a keyring key their entries on its identity, and store a new entry only while
+    it is current: a thread that started with the old settings cannot leave a stale entry behind.
+    """
+    return _keyring_cache.get(keyring.alias) is keyring
 
 
 def get_keyring(alias: str = DEFAULT_KEYRING) -> KeyringConfig:
@@ -457,6 +477,7 @@ def get_keyring(alias: str = DEFAULT_KEYRING) -> KeyringConfig:
         return _keyring_cache[alias]
     except KeyError:
         pass
+    started_generation = _generation
     raw_setting = _raw_setting()
     if alias not in raw_setting:
         raise KMSFieldsConfigurationError(
@@ -487,7 +508,8 @@ def get_keyring(alias: str = DEFAULT_KEYRING) -> KeyringConfig:
         cache=None if values["CACHE"] is None else _cache_config({**CACHE_DEFAULTS, **values["CACHE"]}),
     )
     with _lock:
-        _keyring_cache[alias] = keyring
+        if started_generation == _generation:
+            _keyring_cache[alias] = keyring
     return keyring
 
 
@@ -505,7 +527,9 @@ def on_settings_reset(callback: Callable[[], None]) -> Callable[[], None]:
 
 def reset() -> None:
     """Forget every cached keyring and everything built from one."""
+    global _generation
     with _lock:
+        _generation += 1
         _keyring_cache.clear()
     for callback in _reset_callbacks:
         callback()

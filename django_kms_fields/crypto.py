@@ -48,7 +48,7 @@ from botocore.exceptions import (
 )
 
 from . import breakers, clients, conf
-from .conf import FIELD_CONTEXT_KEY, RESERVED_CONTEXT_PREFIX, KeyringConfig
+from .conf import FIELD_CONTEXT_KEY, RESERVED_CONTEXT_PREFIX, CacheConfig, KeyringConfig
 from .exceptions import (
     DecryptionError,
     KMSCircuitOpenError,
@@ -172,6 +172,12 @@ def _kms_operation(operation: str, key_arn: str, region: str, keyring: KeyringCo
     except KMSFieldsError as err:
         outcome = type(err).__name__
         breaker.record_answer()
+        raise
+    except BaseException as err:
+        # Not a KMS outcome (a bug, a KeyboardInterrupt, a worker timeout): it must not leave a
+        # half-open breaker waiting forever for its trial call to report.
+        outcome = type(err).__name__
+        breaker.record_no_call()
         raise
     else:
         breaker.record_answer()
@@ -330,54 +336,47 @@ class _FieldBoundMaterialsManager(CryptoMaterialsManager):
 
 # One data-key cache per keyring, shared by every thread's caching CMM (the SDK's local cache locks
 # itself); the partition name must be shared too, or each thread would only see its own entries.
-_caches: dict[str, LocalCryptoMaterialsCache] = {}
+_caches: dict[str, tuple[KeyringConfig, LocalCryptoMaterialsCache]] = {}
 _caches_lock = threading.Lock()
 
 
-def _shared_cache(keyring: KeyringConfig) -> LocalCryptoMaterialsCache:
+def _shared_cache(keyring: KeyringConfig, cache_config: CacheConfig) -> LocalCryptoMaterialsCache:
     with _caches_lock:
-        cache = _caches.get(keyring.alias)
-        if cache is None:
-            assert keyring.cache is not None
-            cache = _caches[keyring.alias] = LocalCryptoMaterialsCache(capacity=keyring.cache.capacity)
+        entry = _caches.get(keyring.alias)
+        if entry is not None and entry[0] is keyring:
+            return entry[1]
+        cache = LocalCryptoMaterialsCache(capacity=cache_config.capacity)
+        if conf.is_current(keyring):
+            _caches[keyring.alias] = (keyring, cache)
         return cache
 
 
 class _ThreadState(threading.local):
     def __init__(self) -> None:
-        self.generation = -1
-        self.materials_managers: dict[str, CryptoMaterialsManager] = {}
-        self.sdk_clients: dict[str, aws_encryption_sdk.EncryptionSDKClient] = {}
+        # alias -> (the keyring they were built from, SDK client, materials manager)
+        self.sdk_objects: dict[str, tuple[KeyringConfig, aws_encryption_sdk.EncryptionSDKClient, CryptoMaterialsManager]] = {}
 
 
 _thread_state = _ThreadState()
-_generation = 0
 
 
 @conf.on_settings_reset
-def _forget_sdk_objects() -> None:
-    global _generation
+def _drop_caches() -> None:
     with _caches_lock:
-        _generation += 1
         _caches.clear()
 
 
 def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionSDKClient, CryptoMaterialsManager]:
-    state = _thread_state
-    if state.generation != _generation:
-        state.materials_managers.clear()
-        state.sdk_clients.clear()
-        state.generation = _generation
-    try:
-        return state.sdk_clients[keyring.alias], state.materials_managers[keyring.alias]
-    except KeyError:
-        pass
+    """This thread's SDK client and materials manager for ``keyring``, rebuilt when its settings change."""
+    entry = _thread_state.sdk_objects.get(keyring.alias)
+    if entry is not None and entry[0] is keyring:
+        return entry[1], entry[2]
     provider = _KeyringMasterKeyProvider(keyring=keyring)
     manager: CryptoMaterialsManager = DefaultCryptoMaterialsManager(master_key_provider=provider)
     if keyring.cache is not None:
         manager = CachingCryptoMaterialsManager(
             backing_materials_manager=manager,
-            cache=_shared_cache(keyring),
+            cache=_shared_cache(keyring, keyring.cache),
             max_age=keyring.cache.max_age,
             max_messages_encrypted=keyring.cache.max_messages,
             partition_name=f"django-kms-fields/{keyring.alias}",
@@ -386,8 +385,7 @@ def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionS
         commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
         max_encrypted_data_keys=len(keyring.key_arns) + _SPARE_ENCRYPTED_DATA_KEYS,
     )
-    state.sdk_clients[keyring.alias] = sdk_client
-    state.materials_managers[keyring.alias] = manager
+    _thread_state.sdk_objects[keyring.alias] = (keyring, sdk_client, manager)
     return sdk_client, manager
 
 

@@ -22,6 +22,8 @@ def ids(settings, kms_fields):
 
 def test_a_valid_configuration_passes(settings):
     assert ids(settings, {"default": {"KEY_ARNS": [ARN, OTHER_REGION_ARN], "CLIENT_CONFIG": {"max_pool_connections": 20}}}) == []
+    assert ids(settings, {"default": {"KEY_ARNS": [ARN], "CACHE": None, "BREAKER_THRESHOLD": None}}) == []
+    assert ids(settings, {"default": {"KEY_ARNS": [ARN], "CACHE": {"MAX_AGE": 60}, "BREAKER_COOLDOWN": 0.5}}) == []
 
 
 @pytest.mark.parametrize("value", [None, {}, "default", [ARN]])
@@ -49,6 +51,14 @@ def test_missing_default_keyring(settings):
         ({"KEY_ARNS": [ARN, ARN]}, "kms_fields.E005"),
         ({"KEY_ARNS": ["1234abcd-12ab-34cd-56ef-1234567890ab"]}, "kms_fields.E006"),
         ({"KEY_ARNS": ["arn:aws:kms:eu-west-1:111122223333:alias/app"]}, "kms_fields.E006"),
+        ({"KEY_ARNS": [[ARN]]}, "kms_fields.E006"),
+        ({"KEY_ARNS": [ARN], "BREAKER_THRESHOLD": 0}, "kms_fields.E017"),
+        ({"KEY_ARNS": [ARN], "BREAKER_COOLDOWN": 0}, "kms_fields.E018"),
+        ({"KEY_ARNS": [ARN], "CACHE": "on"}, "kms_fields.E019"),
+        ({"KEY_ARNS": [ARN], "CACHE": {"MAX_AGE": 0}}, "kms_fields.E019"),
+        ({"KEY_ARNS": [ARN], "CACHE": {"MAX_MESSAGES": 2**32 + 1}}, "kms_fields.E019"),
+        ({"KEY_ARNS": [ARN], "CACHE": {"CAPACITY": 0}}, "kms_fields.E019"),
+        ({"KEY_ARNS": [ARN], "CACHE": {"TTL": 5}}, "kms_fields.E019"),
         ({"KEY_ARNS": [ARN], "REGION_NAME": "us-east-1"}, "kms_fields.E007"),
         ({"KEY_ARNS": [ARN], "REGION_NAME": ""}, "kms_fields.E007"),
         ({"KEY_ARNS": [ARN, OTHER_REGION_ARN], "ENDPOINT_URL": "https://kms.example"}, "kms_fields.E008"),

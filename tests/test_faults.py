@@ -252,3 +252,60 @@ def test_the_breaker_can_be_turned_off(settings, keys, front):
             Patient.objects.create(ssn="s")
         assert not isinstance(caught.value, KMSCircuitOpenError)
     assert front.stats.total == 8
+
+
+def test_a_trial_call_that_dies_without_a_kms_outcome_does_not_wedge_the_breaker(settings, keys, front):
+    from django_kms_fields.clients import kms_client
+
+    open_breaker(settings, keys, front, cooldown=0.2)
+    front.set_fault(Fault())
+    time.sleep(0.25)
+    events = kms_client(conf.get_keyring("default"), "eu-west-1").meta.events
+
+    def die(**kwargs):
+        raise KeyboardInterrupt  # stands in for a worker timeout landing inside the trial call
+
+    events.register("before-send.kms", die, unique_id="die")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Patient.objects.create(ssn="s")
+    finally:
+        events.unregister("before-send.kms", unique_id="die")
+
+    Patient.objects.create(ssn="after")  # the next caller becomes the trial, and it succeeds
+    assert Patient.objects.count() == 1
+
+
+def test_an_endpoint_that_never_accepts_fails_on_the_connect_timeout(settings, keys):
+    """A listener whose backlog is full drops new SYNs, so connecting hangs until CONNECT_TIMEOUT."""
+    import socket
+
+    from botocore.exceptions import ConnectTimeoutError
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):  # fill the accept queue; these are never accepted
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        time.sleep(0.1)
+        route_default_through(settings, keys, type("Endpoint", (), {"endpoint": f"http://127.0.0.1:{port}"}),
+                              CONNECT_TIMEOUT=0.5, READ_TIMEOUT=30, MAX_ATTEMPTS=2)
+
+        started = time.monotonic()
+        with pytest.raises(KMSUnavailableError) as caught:
+            Patient.objects.create(ssn="s")
+        elapsed = time.monotonic() - started
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+    assert isinstance(caught.value.__cause__, ConnectTimeoutError)
+    # Two attempts of 0.5 s each plus at most 1 s of backoff: the 30 s read timeout never came into it.
+    assert elapsed <= worst_case_call_seconds(conf.get_keyring("default")) - 2 * 30

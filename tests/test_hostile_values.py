@@ -125,7 +125,9 @@ def test_hostile_stored_values_raise_decryption_error_and_nothing_else(settings,
             pytest.fail(f"{name}: returned {result!r} instead of raising")
 
     assert cases >= 2000
-    assert outcomes.get("DecryptionError", 0) > 1500
+    # Against this KMS every case is caught before or by the data key's own authentication; a real
+    # KMS may also refuse an altered wrapped key (KMSRequestError), which the loop above allows.
+    assert outcomes == {"DecryptionError": cases}
 
 
 def test_a_sample_of_hostile_values_through_the_database():

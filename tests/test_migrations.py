@@ -34,7 +34,32 @@ def test_deconstruct_round_trips_every_option(field_class, kwargs):
     assert (rebuilt.keyring, rebuilt.binding) == (field.keyring, field.binding)
 
 
-def test_the_column_is_binary_on_every_backend():
+BINARY_COLUMN_TYPES = {"sqlite": "blob", "postgresql": "bytea", "mysql": "longblob"}
+
+
+def declared_column_types(table):
     from django.db import connection
 
-    assert EncryptedTextField().db_type(connection) == connection.data_types["BinaryField"]
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(f"PRAGMA table_info({table})")
+            return {row[1]: row[2].lower() for row in cursor.fetchall()}
+        schema = "current_schema()" if connection.vendor == "postgresql" else "DATABASE()"
+        cursor.execute(
+            f"SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = {schema} AND table_name = %s",
+            [table],
+        )
+        return {name.lower(): data_type.lower() for name, data_type in cursor.fetchall()}
+
+
+@pytest.mark.django_db
+def test_the_columns_are_binary_in_the_real_schema():
+    from django.db import connection
+
+    from tests.testapp.models import Patient
+
+    types = declared_column_types(Patient._meta.db_table)
+
+    assert types["name"] != BINARY_COLUMN_TYPES[connection.vendor]  # the probe tells column types apart
+    assert {types["ssn"], types["notes"], types["xray"]} == {BINARY_COLUMN_TYPES[connection.vendor]}

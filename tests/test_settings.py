@@ -19,6 +19,8 @@ def test_defaults_are_filled_in(settings, keys):
 
     assert (config.connect_timeout, config.read_timeout, config.max_attempts, config.retry_mode) == (5, 8, 3, "standard")
     assert config.algorithm == "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"
+    assert (config.breaker_threshold, config.breaker_cooldown) == (5, 30)
+    assert (config.cache.max_age, config.cache.max_messages, config.cache.capacity) == (300, 1000, 1000)
     assert config.endpoint_url is None and config.region_name is None
     assert dict(config.encryption_context) == {}
 
@@ -85,3 +87,15 @@ def test_a_field_on_an_unconfigured_keyring_raises_a_configuration_error(setting
 
     with pytest.raises(KMSFieldsConfigurationError, match="no keyring 'archive'"):
         Patient.objects.create(ssn="s", xray=b"x")
+
+
+def test_a_thread_holding_the_old_settings_cannot_leave_a_stale_client_behind(settings, keys, local_kms):
+    old_keyring = conf.get_keyring("default")
+    settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": keyring([keys.first], local_kms.endpoint, READ_TIMEOUT=3.5)}
+
+    stale = kms_client(old_keyring, "eu-west-1")  # a thread that read the settings just before the change
+    current = kms_client(conf.get_keyring("default"), "eu-west-1")
+
+    assert stale is not current
+    assert current.meta.config.read_timeout == 3.5
+    assert kms_client(conf.get_keyring("default"), "eu-west-1") is current

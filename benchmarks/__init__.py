@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks`` prints one table, every figure measured in the same run."""

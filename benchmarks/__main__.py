@@ -1,0 +1,241 @@
+"""Compare per-request and per-KMS-bill costs side by side, in one run, on one machine.
+
+    python -m benchmarks [--rows 10000] [--saves 1000] [--latencies 0,10] [--micro 3000]
+
+Contenders: a plain TextField; this app with data-key caching (the default); this app without caching
+(one KMS call per value, as the KMS-backed Django field packages do); django-fernet-encrypted-fields
+(a local key, no KMS). KMS is moto's server on 127.0.0.1 behind the test suite's loopback front, which
+adds the stated latency to every KMS request. The database is in-memory SQLite, so that the figures
+show what the fields cost rather than the disk's fsync; ``--database PATH`` uses a SQLite file instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VALUE = "0123456789abcdef0123456789abcdef"  # 32 characters
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=10_000, help="rows for bulk_create and the loads")
+    parser.add_argument("--saves", type=int, default=1_000, help="single save() calls")
+    parser.add_argument("--latencies", default="0,10", help="KMS latencies to inject, in ms")
+    parser.add_argument("--micro", type=int, default=3_000, help="operations per round of the per-value timing")
+    parser.add_argument("--database", default=":memory:", help="SQLite database file (default: in memory)")
+    return parser.parse_args()
+
+
+def start_kms():
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    sys.path.insert(0, str(ROOT))
+    from tests.kms import KMSFront, LocalKMS
+
+    local_kms = LocalKMS().start()
+    front = KMSFront(local_kms, hold_seconds=5).start()
+    return local_kms, front, local_kms.create_key("eu-west-1", "benchmark")
+
+
+def timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def run_scenarios(model, saves: int, rows: int, kms_calls: Counter) -> dict[str, float]:
+    from django.db import connection
+
+    model.objects.all().delete()
+    results: dict[str, float] = {}
+    kms_calls.clear()
+    results["save"] = timed(lambda: [model.objects.create(value=VALUE) for _ in range(saves)])
+    model.objects.all().delete()
+    results["bulk_create"] = timed(lambda: model.objects.bulk_create([model(value=VALUE) for _ in range(rows)], batch_size=1000))
+    results["load_read"] = timed(lambda: [row.value for row in model.objects.all()])
+    results["load_only"] = timed(lambda: list(model.objects.all()))
+    table = connection.ops.quote_name(model._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT AVG(LENGTH(value)) FROM {table}")
+        results["bytes"] = float(cursor.fetchone()[0])
+    results["kms_calls"] = sum(kms_calls.values())
+    return results
+
+
+def micro_benchmark(key_arn: str, endpoint: str, operations: int) -> dict[str, float]:
+    """Per-value encrypt and decrypt: the bare SDK caching CMM against this app's field hooks."""
+    import aws_encryption_sdk
+    import boto3
+    from aws_encryption_sdk.caches.local import LocalCryptoMaterialsCache
+    from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
+    from aws_encryption_sdk.key_providers.kms import KMSMasterKey
+    from aws_encryption_sdk.materials_managers.caching import CachingCryptoMaterialsManager
+    from django.db import connection
+
+    from benchmarks.benchapp.models import CachedRow
+    from django_kms_fields import conf, crypto
+
+    field = CachedRow._meta.get_field("value")
+    keyring = conf.get_keyring("default")
+    context = crypto.encryption_context_for(keyring, field.field_binding())
+    # The benchmark's own client for the bare SDK: the app never builds clients outside clients.py.
+    bare_client = boto3.client("kms", region_name="eu-west-1", endpoint_url=endpoint)
+    bare_manager = CachingCryptoMaterialsManager(
+        master_key_provider=KMSMasterKey(key_id=key_arn, client=bare_client),
+        cache=LocalCryptoMaterialsCache(capacity=keyring.cache.capacity),
+        max_age=keyring.cache.max_age,
+        max_messages_encrypted=keyring.cache.max_messages,
+    )
+    sdk = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    plaintext = VALUE.encode()
+
+    def bare_encrypt():
+        return sdk.encrypt(source=plaintext, materials_manager=bare_manager, encryption_context=context,
+                           algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY)[0]
+
+    bare_message = bare_encrypt()
+    app_message = bytes(field.get_db_prep_save(VALUE, connection))
+    bare_no_context = sdk.encrypt(source=plaintext, materials_manager=bare_manager,
+                                  algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY)[0]
+    runs = {
+        "bare_encrypt": lambda: bare_encrypt(),
+        "app_encrypt": lambda: field.get_db_prep_save(VALUE, connection),
+        "bare_decrypt": lambda: sdk.decrypt(source=bare_message, materials_manager=bare_manager),
+        "app_decrypt": lambda: field.from_db_value(app_message, None, connection),
+    }
+    best = {name: float("inf") for name in runs}
+    for _ in range(5):  # interleaved rounds; the best round of each is the least disturbed one
+        for name, run in runs.items():
+            started = time.perf_counter()
+            for _ in range(operations):
+                run()
+            best[name] = min(best[name], (time.perf_counter() - started) / operations)
+    return {
+        **{name: seconds * 1000 for name, seconds in best.items()},
+        "bare_bytes": len(bare_message),
+        "bare_bytes_no_context": len(bare_no_context),
+        "app_bytes": len(app_message),
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    latencies = [float(part) for part in args.latencies.split(",")]
+    local_kms, front, key_arn = start_kms()
+    from tests.kms import Fault
+
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="benchmarks.settings",
+        BENCH_DATABASE=args.database,
+        BENCH_KMS_ENDPOINT=front.endpoint,
+        BENCH_KEY_ARN=key_arn,
+    )
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from benchmarks.benchapp.models import CachedRow, FernetRow, PlainRow, UncachedRow
+    from django_kms_fields import conf
+    from django_kms_fields.signals import kms_call
+
+    contenders = {
+        "plain TextField": PlainRow,
+        "kms-fields, cached": CachedRow,
+        "kms-fields, uncached": UncachedRow,
+        "fernet (local key)": FernetRow,
+    }
+    with connection.schema_editor() as editor:
+        for model in contenders.values():
+            editor.create_model(model)
+    kms_calls: Counter = Counter()
+    kms_call.connect(lambda sender, operation, **kw: kms_calls.update([operation]), weak=False)
+
+    results: dict[tuple[str, float], dict[str, float]] = {}
+    for latency in latencies:
+        front.set_fault(Fault(kind="pass", delay=latency / 1000))
+        for name, model in contenders.items():
+            if latency != latencies[0] and model in (PlainRow, FernetRow):
+                continue  # no KMS involved: measured once
+            conf.reset()  # every contender starts with empty caches and fresh clients
+            print(f"  running {name} at {latency:g} ms ...", file=sys.stderr, flush=True)
+            results[(name, latency)] = run_scenarios(model, args.saves, args.rows, kms_calls)
+    front.set_fault(Fault(kind="pass"))
+    conf.reset()
+    print("  running the per-value timing ...", file=sys.stderr, flush=True)
+    micro = micro_benchmark(key_arn, front.endpoint, args.micro)
+    front.stop()
+    local_kms.stop()
+
+    print_report(args, latencies, results, micro)
+
+
+def print_report(args, latencies, results, micro) -> None:
+    import aws_encryption_sdk
+    import django
+
+    plain = results[("plain TextField", latencies[0])]
+    slow = latencies[-1]
+    cached_slow = results[("kms-fields, cached", slow)]
+    uncached_slow = results[("kms-fields, uncached", slow)]
+    cached_fast = results[("kms-fields, cached", latencies[0])]
+
+    def row(label, value, target, ok):
+        return f"| {label} | {value} | {target} | {'met' if ok else 'MISSED'} |"
+
+    save_ratio = uncached_slow["save"] / cached_slow["save"]
+    enc_ratio = micro["app_encrypt"] / micro["bare_encrypt"]
+    dec_ratio = micro["app_decrypt"] / micro["bare_decrypt"]
+    load_ratio = cached_fast["load_only"] / plain["load_only"]
+    size_ratio = micro["app_bytes"] / micro["bare_bytes"]
+    print(f"## Ratios (targets from the performance issue), {slow:g} ms KMS latency where it matters\n")
+    print("| measure | ratio | target | |\n| --- | --- | --- | --- |")
+    print(row(f"{args.saves} saves, uncached / cached, at {slow:g} ms", f"{save_ratio:.1f}x", ">= 30x", save_ratio >= 30))
+    print(row("encrypt one 32-byte value, app / bare SDK caching CMM", f"{enc_ratio:.2f}x", "<= 1.2x", enc_ratio <= 1.2))
+    print(row("decrypt one 32-byte value, app / bare SDK caching CMM", f"{dec_ratio:.2f}x", "<= 1.2x", dec_ratio <= 1.2))
+    print(row(f"load {args.rows} rows without reading, cached / plain", f"{load_ratio:.2f}x", "<= 1.3x", load_ratio <= 1.3))
+    print(row("stored bytes, app / bare SDK (same suite, key, context)", f"{size_ratio:.2f}x", "<= 1.1x", size_ratio <= 1.1))
+
+    print(f"\n## Per value, 0 ms KMS latency, best of 5 rounds of {args.micro}\n")
+    print("| | bare SDK caching CMM | this app | ratio |\n| --- | --- | --- | --- |")
+    print(f"| encrypt | {micro['bare_encrypt']:.3f} ms | {micro['app_encrypt']:.3f} ms | {enc_ratio:.2f}x |")
+    print(f"| decrypt | {micro['bare_decrypt']:.3f} ms | {micro['app_decrypt']:.3f} ms | {dec_ratio:.2f}x |")
+    print(f"| message bytes | {micro['bare_bytes']} ({micro['bare_bytes_no_context']} without context) | {micro['app_bytes']} | {size_ratio:.2f}x |")
+
+    columns = [(name, latency) for (name, latency) in results]
+    print("\n## Scenarios (seconds unless stated)\n")
+    header = " | ".join(f"{name} @{latency:g}ms" if "kms" in name else name for name, latency in columns)
+    print(f"| scenario | {header} |\n|" + " --- |" * (len(columns) + 1))
+    labels = {
+        "save": f"{args.saves} x save()",
+        "bulk_create": f"bulk_create of {args.rows}",
+        "load_read": f"load {args.rows}, read the field",
+        "load_only": f"load {args.rows}, field not read",
+        "bytes": "bytes stored per value",
+        "kms_calls": "KMS calls, all scenarios",
+    }
+    for key, label in labels.items():
+        cells = []
+        for column in columns:
+            value = results[column][key]
+            cells.append(f"{value:.0f}" if key in ("bytes", "kms_calls") else f"{value:.3f}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}, Django {django.get_version()}, "
+        f"aws-encryption-sdk {aws_encryption_sdk.__version__}; SQLite {__import__('sqlite3').sqlite_version} "
+        f"({'in memory' if args.database == ':memory:' else args.database})."
+    )
+
+
+if __name__ == "__main__":
+    main()

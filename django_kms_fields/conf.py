@@ -52,6 +52,8 @@ RETRY_MODES = ("standard", "adaptive", "legacy")
 KEYRING_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
         "KEY_ARNS": None,
+        "DECRYPT_KEY_ARNS": [],
+        "DISCOVERY": None,
         "REGION_NAME": None,
         "ENDPOINT_URL": None,
         "PROFILE_NAME": None,
@@ -120,6 +122,14 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    """Decrypt with any key of these accounts in this partition, besides the listed keys."""
+
+    account_ids: frozenset[str]
+    partition: str
+
+
+@dataclass(frozen=True)
 class KeyringConfig:
     """One validated keyring of ``KMS_FIELDS``, defaults filled in."""
 
@@ -138,6 +148,13 @@ class KeyringConfig:
     breaker_threshold: int | None = 5
     breaker_cooldown: float = 30.0
     cache: CacheConfig | None = None
+    decrypt_key_arns: tuple[str, ...] = ()
+    discovery: DiscoveryConfig | None = None
+
+    @property
+    def readable_key_arns(self) -> tuple[str, ...]:
+        """Every listed key that may decrypt: the wrapping keys first, then the decrypt-only ones."""
+        return self.key_arns + self.decrypt_key_arns
 
     def region_of(self, key_arn: str) -> str:
         parsed = parse_key_arn(key_arn)
@@ -147,7 +164,7 @@ class KeyringConfig:
 
     @property
     def regions(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(self.region_of(arn) for arn in self.key_arns))
+        return tuple(dict.fromkeys(self.region_of(arn) for arn in self.readable_key_arns))
 
 
 @dataclass(frozen=True)
@@ -231,6 +248,30 @@ def keyring_problems(alias: str, raw: object) -> list[ConfigProblem]:
                 )
             else:
                 parsed_arns.append(parsed)
+
+    decrypt_arns = raw.get("DECRYPT_KEY_ARNS", [])
+    if not isinstance(decrypt_arns, (list, tuple)) or not all(parse_key_arn(arn) for arn in decrypt_arns):
+        problems.append(
+            ConfigProblem(
+                "E022",
+                f"{where}['DECRYPT_KEY_ARNS'] must be a list of full KMS key ARNs.",
+                "List the keys that may still decrypt old values but must not wrap new data keys, such as "
+                "the key you rotated away from.",
+            )
+        )
+    else:
+        listed = [arn for arn in key_arns if isinstance(arn, str)] if isinstance(key_arns, (list, tuple)) else []
+        overlap = sorted(set(decrypt_arns) & set(listed))
+        if overlap or len(set(decrypt_arns)) != len(decrypt_arns):
+            problems.append(
+                ConfigProblem(
+                    "E022",
+                    f"{where}['DECRYPT_KEY_ARNS'] repeats a key, or one of KEY_ARNS: {', '.join(overlap) or '-'}.",
+                    "A key in KEY_ARNS already decrypts; list each key once.",
+                )
+            )
+        parsed_arns += [parsed for parsed in map(parse_key_arn, decrypt_arns) if parsed is not None]
+    problems += _discovery_problems(where, raw.get("DISCOVERY"))
 
     problems += _optional_text_problem(alias, raw, "REGION_NAME", "E007")
     region_name = raw.get("REGION_NAME")
@@ -390,6 +431,32 @@ def keyring_problems(alias: str, raw: object) -> list[ConfigProblem]:
     return problems
 
 
+def _discovery_problems(where: str, discovery: object) -> list[ConfigProblem]:
+    if discovery is None:
+        return []
+    hint = (
+        'For example "DISCOVERY": {"ACCOUNT_IDS": ["111122223333"], "PARTITION": "aws"}: values wrapped by any '
+        "key of those accounts may then be decrypted, if IAM allows it."
+    )
+    if not isinstance(discovery, Mapping) or set(discovery) != {"ACCOUNT_IDS", "PARTITION"}:
+        return [ConfigProblem("E023", f"{where}['DISCOVERY'] must be a dict with ACCOUNT_IDS and PARTITION.", hint)]
+    accounts = discovery["ACCOUNT_IDS"]
+    if (
+        not isinstance(accounts, (list, tuple))
+        or not accounts
+        or not all(isinstance(a, str) and re.fullmatch(r"\d{12}", a) for a in accounts)
+        or not (isinstance(discovery["PARTITION"], str) and re.fullmatch(r"aws[a-z-]*", discovery["PARTITION"]))
+    ):
+        return [
+            ConfigProblem(
+                "E023",
+                f"{where}['DISCOVERY'] needs a non-empty list of 12-digit ACCOUNT_IDS and a PARTITION such as 'aws'.",
+                hint,
+            )
+        ]
+    return []
+
+
 def _cache_problems(where: str, cache: object) -> list[ConfigProblem]:
     if cache is None:
         return []
@@ -506,6 +573,12 @@ def get_keyring(alias: str = DEFAULT_KEYRING) -> KeyringConfig:
         breaker_threshold=values["BREAKER_THRESHOLD"],
         breaker_cooldown=float(values["BREAKER_COOLDOWN"]),
         cache=None if values["CACHE"] is None else _cache_config({**CACHE_DEFAULTS, **values["CACHE"]}),
+        decrypt_key_arns=tuple(values["DECRYPT_KEY_ARNS"]),
+        discovery=None
+        if values["DISCOVERY"] is None
+        else DiscoveryConfig(
+            account_ids=frozenset(values["DISCOVERY"]["ACCOUNT_IDS"]), partition=values["DISCOVERY"]["PARTITION"]
+        ),
     )
     with _lock:
         if started_generation == _generation:

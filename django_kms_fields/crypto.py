@@ -34,6 +34,7 @@ from aws_encryption_sdk.exceptions import (
     InvalidKeyIdError,
 )
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
+from aws_encryption_sdk.internal.formatting.deserialize import deserialize_header
 from aws_encryption_sdk.key_providers.base import MasterKeyProvider, MasterKeyProviderConfig
 from aws_encryption_sdk.key_providers.kms import KMSMasterKey
 from aws_encryption_sdk.caches.local import LocalCryptoMaterialsCache
@@ -59,7 +60,16 @@ from .exceptions import (
 )
 from .signals import kms_call
 
-__all__ = ["FieldBinding", "encrypt", "decrypt", "encryption_context_for"]
+__all__ = [
+    "FieldBinding",
+    "encrypt",
+    "decrypt",
+    "encryption_context_for",
+    "looks_like_message",
+    "wrapping_key_arns",
+    "KeyProbe",
+    "probe_key",
+]
 
 logger = logging.getLogger("django_kms_fields")
 
@@ -68,6 +78,8 @@ KMS_PROVIDER_ID = "aws-kms"
 # Beyond the keyring's own keys, room for the keys of an earlier KEY_ARNS; a hostile header that
 # claims thousands of data keys is refused before any of them is parsed.
 _SPARE_ENCRYPTED_DATA_KEYS = 8
+# For reading headers outside a decryption (rotation): any message this app could have written.
+_MAX_HEADER_DATA_KEYS = 64
 
 # KMS error codes that mean "try again later" rather than "no".
 _TRANSIENT_ERROR_CODES = frozenset(
@@ -214,6 +226,18 @@ class _KeyringMasterKey(KMSMasterKey):
         with _kms_operation(operation, self._key_id, self.region, self.keyring):
             return method(*args, **kwargs)
 
+    def _accepts(self, wrapping_arn: str) -> bool:
+        return wrapping_arn == self._key_id or _same_multi_region_key(wrapping_arn, self._key_id)
+
+    def owns_data_key(self, data_key):  # type: ignore[no-untyped-def]
+        return data_key.key_provider.provider_id == KMS_PROVIDER_ID and self._accepts(
+            data_key.key_provider.key_info.decode("utf-8", errors="replace")
+        )
+
+    def _validate_allowed_to_decrypt(self, edk_key_id):  # type: ignore[no-untyped-def]
+        if not self._accepts(edk_key_id):
+            raise DecryptKeyError(f"{edk_key_id} is not {self._key_id} or a replica of it")
+
     def _generate_data_key(self, algorithm, encryption_context=None):  # type: ignore[no-untyped-def]
         return self._call("GenerateDataKey", super()._generate_data_key, algorithm, encryption_context)
 
@@ -229,8 +253,24 @@ class _KeyringProviderConfig(MasterKeyProviderConfig):
     keyring = attr.ib()
 
 
+def _same_multi_region_key(first: str, second: str) -> bool:
+    """Whether two ARNs name replicas of one multi-Region key (same partition, account and mrk- id)."""
+    a, b = conf.parse_key_arn(first), conf.parse_key_arn(second)
+    return (
+        a is not None
+        and b is not None
+        and a.key_id.startswith("mrk-")
+        and (a.partition, a.account, a.key_id) == (b.partition, b.account, b.key_id)
+    )
+
+
 class _KeyringMasterKeyProvider(MasterKeyProvider):
-    """Holds every key of one keyring, each with the keyring's client for the key's region."""
+    """Holds every key of one keyring, each with the keyring's client for the key's region.
+
+    Encrypts under ``KEY_ARNS``. Decrypts data keys wrapped by a key of ``KEY_ARNS`` or
+    ``DECRYPT_KEY_ARNS``, by a replica of a listed multi-Region key (through the listed replica, in its
+    region), or, with ``DISCOVERY``, by any key of the allowed accounts in the allowed partition.
+    """
 
     provider_id = KMS_PROVIDER_ID
     _config_class = _KeyringProviderConfig
@@ -238,13 +278,27 @@ class _KeyringMasterKeyProvider(MasterKeyProvider):
 
     def __init__(self, **kwargs: Any) -> None:
         keyring: KeyringConfig = self.config.keyring
-        self._decrypt_arns = {arn: position for position, arn in enumerate(keyring.key_arns)}
+        self._listed = {arn: position for position, arn in enumerate(keyring.readable_key_arns)}
         self.add_master_keys_from_list(keyring.key_arns)
+
+    def local_key_for(self, wrapping_arn: str) -> str | None:
+        """The key of this keyring that can decrypt a data key wrapped by ``wrapping_arn``, if any."""
+        if wrapping_arn in self._listed:
+            return wrapping_arn
+        for listed in self._listed:
+            if _same_multi_region_key(wrapping_arn, listed):
+                return listed
+        discovery = self.config.keyring.discovery
+        parsed = conf.parse_key_arn(wrapping_arn)
+        if discovery is not None and parsed is not None:
+            if parsed.account in discovery.account_ids and parsed.partition == discovery.partition:
+                return wrapping_arn
+        return None
 
     def _new_master_key(self, key_id: bytes) -> _KeyringMasterKey:
         keyring: KeyringConfig = self.config.keyring
         key_arn = key_id.decode("utf-8", errors="replace")
-        if key_arn not in self._decrypt_arns:
+        if self.local_key_for(key_arn) != key_arn:
             raise InvalidKeyIdError(f"{key_arn} is not a key of keyring {keyring.alias!r}")
         region = keyring.region_of(key_arn)
         master_key = _KeyringMasterKey(key_id=key_arn, client=clients.kms_client(keyring, region))
@@ -259,24 +313,24 @@ class _KeyringMasterKeyProvider(MasterKeyProvider):
         a bare "unable to decrypt any data key". Here the reason survives: a KMS outage is
         ``KMSUnavailableError``, a refusal ``KMSRequestError``.
         """
-        # In KEY_ARNS order, so the key listed first (say, the one in the local region) is tried first.
-        candidates = sorted(
-            (
-                edk
-                for edk in encrypted_data_keys
-                if edk.key_provider.provider_id == KMS_PROVIDER_ID
-                and edk.key_provider.key_info.decode("utf-8", errors="replace") in self._decrypt_arns
-            ),
-            key=lambda edk: self._decrypt_arns[edk.key_provider.key_info.decode("utf-8")],
-        )
+        candidates = []
+        for edk in encrypted_data_keys:
+            if edk.key_provider.provider_id != KMS_PROVIDER_ID:
+                continue
+            local = self.local_key_for(edk.key_provider.key_info.decode("utf-8", errors="replace"))
+            if local is not None:
+                candidates.append((self._listed.get(local, len(self._listed)), local, edk))
         if not candidates:
             raise DecryptionError(
                 "the stored value's data keys are wrapped by no key of keyring "
                 f"{self.config.keyring.alias!r}, so no KMS call was made."
             )
+        # In KEY_ARNS order, then DECRYPT_KEY_ARNS, then discovered keys: the key listed first (say, the
+        # one in the local region) is tried first.
+        candidates.sort(key=lambda candidate: candidate[0])
         failures: list[KMSFieldsError] = []
-        for edk in candidates:
-            master_key = self.master_key_for_decrypt(edk.key_provider.key_info)
+        for _position, local, edk in candidates:
+            master_key = self.master_key_for_decrypt(local.encode())
             try:
                 return master_key.decrypt_data_key(edk, algorithm, encryption_context)
             except KMSFieldsError as err:
@@ -383,7 +437,7 @@ def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionS
         )
     sdk_client = aws_encryption_sdk.EncryptionSDKClient(
         commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
-        max_encrypted_data_keys=len(keyring.key_arns) + _SPARE_ENCRYPTED_DATA_KEYS,
+        max_encrypted_data_keys=len(keyring.readable_key_arns) + _SPARE_ENCRYPTED_DATA_KEYS,
     )
     _thread_state.sdk_objects[keyring.alias] = (keyring, sdk_client, manager)
     return sdk_client, manager
@@ -444,3 +498,89 @@ def decrypt(message: bytes, keyring: KeyringConfig, binding: FieldBinding, pk: o
             f"({type(err).__name__})."
         ) from err
     return plaintext
+
+
+# --- what operations tools need -----------------------------------------------------------------------
+
+# AWS Encryption SDK message format version 2 and the two committing suites this app writes.
+_MESSAGE_PREFIXES = (b"\x02\x04\x78", b"\x02\x05\x78")
+
+
+def looks_like_message(stored: bytes) -> bool:
+    """Whether ``stored`` starts like a message this app writes (left-over plaintext does not)."""
+    return bytes(stored[:3]) in _MESSAGE_PREFIXES
+
+
+def wrapping_key_arns(message: bytes) -> frozenset[str]:
+    """The ARNs of the KMS keys that wrap the message's data key, read from its header alone.
+
+    Raises ``DecryptionError`` when the header cannot be read. No KMS call is made.
+    """
+    try:
+        header, _raw = deserialize_header(io.BytesIO(bytes(message)), _MAX_HEADER_DATA_KEYS)
+    except Exception as err:
+        raise DecryptionError(f"the stored value has no readable message header ({type(err).__name__}).") from err
+    return frozenset(
+        edk.key_provider.key_info.decode("utf-8", errors="replace")
+        for edk in header.encrypted_data_keys
+        if edk.key_provider.provider_id == KMS_PROVIDER_ID
+    )
+
+
+@dataclass(frozen=True)
+class KeyProbe:
+    """What ``probe_key`` found out about one key of a keyring."""
+
+    key_arn: str
+    region: str
+    endpoint: str
+    key_state: str | None
+    latency_ms: float
+    error: KMSFieldsError | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def probe_key(keyring: KeyringConfig, key_arn: str, *, round_trip: bool) -> KeyProbe:
+    """DescribeKey, and with ``round_trip`` a GenerateDataKey and Decrypt, under the keyring's settings.
+
+    For deploy checks: nothing is cached and the circuit breaker is bypassed, so the answer is fresh.
+    """
+    region = keyring.region_of(key_arn)
+    client = clients.kms_client(keyring, region)
+    started = time.monotonic()
+    key_state = None
+    operation = "DescribeKey"
+    context = {**keyring.encryption_context, FIELD_CONTEXT_KEY: "kms-fields:deploy-check"}
+    try:
+        metadata = client.describe_key(KeyId=key_arn)["KeyMetadata"]
+        key_state = metadata.get("KeyState")
+        if key_state != "Enabled":
+            raise KMSRequestError(f"key {key_arn} is {key_state}, not Enabled.")
+        if metadata.get("KeyUsage", "ENCRYPT_DECRYPT") != "ENCRYPT_DECRYPT":
+            raise KMSRequestError(f"key {key_arn} has KeyUsage {metadata.get('KeyUsage')}, not ENCRYPT_DECRYPT.")
+        if round_trip:
+            operation = "GenerateDataKey"
+            generated = client.generate_data_key(KeyId=key_arn, NumberOfBytes=32, EncryptionContext=context)
+            operation = "Decrypt"
+            decrypted = client.decrypt(
+                CiphertextBlob=generated["CiphertextBlob"], KeyId=key_arn, EncryptionContext=context
+            )
+            if decrypted["Plaintext"] != generated["Plaintext"]:
+                raise KMSRequestError(f"key {key_arn}: Decrypt did not give back the generated data key.")
+        error = None
+    except KMSFieldsError as err:
+        error = err
+    except (BotoCoreError, ClientError) as err:
+        error = _translate_kms_error(err, operation, key_arn, region)
+        error.__cause__ = err
+    return KeyProbe(
+        key_arn=key_arn,
+        region=region,
+        endpoint=client.meta.endpoint_url,
+        key_state=key_state,
+        latency_ms=(time.monotonic() - started) * 1000,
+        error=error,
+    )

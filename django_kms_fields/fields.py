@@ -9,7 +9,10 @@ expressions that would write anything but an encrypted value.
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
+from collections import Counter
 from functools import cached_property
 from typing import Any
 
@@ -26,6 +29,12 @@ from .exceptions import DecryptionError, EncryptedLookupError, EncryptionError
 from .forms import BinaryUploadField
 
 __all__ = ["EncryptedTextField", "EncryptedBinaryField", "PendingDecryption"]
+
+logger = logging.getLogger("django_kms_fields")
+
+# Per field label: values read as legacy plaintext by this process, for fields with accept_plaintext.
+_legacy_plaintext_reads: Counter[str] = Counter()
+_legacy_plaintext_lock = threading.Lock()
 
 
 def _lookup_refusal(field: models.Field, lookup_name: str) -> EncryptedLookupError:
@@ -117,9 +126,17 @@ class EncryptedFieldMixin(models.Field):
     field rename must set ``binding`` to the old label to keep reading existing values.
     """
 
-    def __init__(self, *args: Any, keyring: str = conf.DEFAULT_KEYRING, binding: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        keyring: str = conf.DEFAULT_KEYRING,
+        binding: str | None = None,
+        accept_plaintext: bool = False,
+        **kwargs: Any,
+    ):
         self.keyring = keyring
         self.binding = binding
+        self.accept_plaintext = accept_plaintext
         super().__init__(*args, **kwargs)
 
     def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
@@ -128,7 +145,14 @@ class EncryptedFieldMixin(models.Field):
             kwargs["keyring"] = self.keyring
         if self.binding is not None:
             kwargs["binding"] = self.binding
+        if self.accept_plaintext:
+            kwargs["accept_plaintext"] = True
         return name, path, args, kwargs
+
+    @property
+    def legacy_plaintext_reads(self) -> int:
+        """How many stored values this process read as legacy plaintext (with ``accept_plaintext``)."""
+        return _legacy_plaintext_reads[self.field_binding().label]
 
     def get_internal_type(self) -> str:
         return "BinaryField"
@@ -188,8 +212,21 @@ class EncryptedFieldMixin(models.Field):
         return value
 
     def decrypt_message(self, message: bytes, pk: object = None) -> Any:
+        if self.accept_plaintext and not crypto.looks_like_message(message):
+            return self._legacy_plaintext(message, pk)
         plaintext = crypto.decrypt(message, conf.get_keyring(self.keyring), self.field_binding(), pk=pk)
         return self.from_plaintext_bytes(plaintext)
+
+    def _legacy_plaintext(self, stored: bytes, pk: object) -> Any:
+        binding = self.field_binding()
+        with _legacy_plaintext_lock:
+            _legacy_plaintext_reads[binding.label] += 1
+        logger.warning(
+            "%s: read a legacy plaintext value (pk=%r); kms_fields_reencrypt encrypts it in place.",
+            binding.description,
+            pk,
+        )
+        return self.from_plaintext_bytes(stored)
 
     def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
         if value is None:

@@ -24,6 +24,10 @@ def test_a_valid_configuration_passes(settings):
     assert ids(settings, {"default": {"KEY_ARNS": [ARN, OTHER_REGION_ARN], "CLIENT_CONFIG": {"max_pool_connections": 20}}}) == []
     assert ids(settings, {"default": {"KEY_ARNS": [ARN], "CACHE": None, "BREAKER_THRESHOLD": None}}) == []
     assert ids(settings, {"default": {"KEY_ARNS": [ARN], "CACHE": {"MAX_AGE": 60}, "BREAKER_COOLDOWN": 0.5}}) == []
+    assert ids(settings, {"default": {
+        "KEY_ARNS": [ARN], "DECRYPT_KEY_ARNS": [ARN.replace("1234abcd", "9999abcd")],
+        "DISCOVERY": {"ACCOUNT_IDS": ["111122223333"], "PARTITION": "aws"},
+    }}) == []
 
 
 @pytest.mark.parametrize("value", [None, {}, "default", [ARN]])
@@ -59,6 +63,12 @@ def test_missing_default_keyring(settings):
         ({"KEY_ARNS": [ARN], "CACHE": {"MAX_MESSAGES": 2**32 + 1}}, "kms_fields.E019"),
         ({"KEY_ARNS": [ARN], "CACHE": {"CAPACITY": 0}}, "kms_fields.E019"),
         ({"KEY_ARNS": [ARN], "CACHE": {"TTL": 5}}, "kms_fields.E019"),
+        ({"KEY_ARNS": [ARN], "DECRYPT_KEY_ARNS": "old"}, "kms_fields.E022"),
+        ({"KEY_ARNS": [ARN], "DECRYPT_KEY_ARNS": ["not-an-arn"]}, "kms_fields.E022"),
+        ({"KEY_ARNS": [ARN], "DECRYPT_KEY_ARNS": [ARN]}, "kms_fields.E022"),
+        ({"KEY_ARNS": [ARN], "DISCOVERY": {"ACCOUNT_IDS": ["111122223333"]}}, "kms_fields.E023"),
+        ({"KEY_ARNS": [ARN], "DISCOVERY": {"ACCOUNT_IDS": [], "PARTITION": "aws"}}, "kms_fields.E023"),
+        ({"KEY_ARNS": [ARN], "DISCOVERY": {"ACCOUNT_IDS": ["12"], "PARTITION": "aws"}}, "kms_fields.E023"),
         ({"KEY_ARNS": [ARN], "REGION_NAME": "us-east-1"}, "kms_fields.E007"),
         ({"KEY_ARNS": [ARN], "REGION_NAME": ""}, "kms_fields.E007"),
         ({"KEY_ARNS": [ARN, OTHER_REGION_ARN], "ENDPOINT_URL": "https://kms.example"}, "kms_fields.E008"),

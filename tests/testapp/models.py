@@ -24,3 +24,11 @@ class ArchivedDocument(models.Model):
     """Only the archive keyring: shows that one keyring's trouble leaves another alone."""
 
     body = EncryptedBinaryField(keyring="archive")
+
+
+class LegacyRecord(models.Model):
+    """A table moving off plaintext: one column encrypted in place, one copied into a new column."""
+
+    scan = EncryptedBinaryField(null=True, accept_plaintext=True)  # was a plain BinaryField
+    ssn = models.TextField(null=True)  # the old plaintext column
+    ssn_encrypted = EncryptedTextField(null=True)  # its encrypted successor

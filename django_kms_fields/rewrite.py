@@ -1,0 +1,267 @@
+"""Rewriting stored values in place, in primary-key batches, without ever overwriting a concurrent write.
+
+Used by ``manage.py kms_fields_reencrypt`` (values whose wrapping keys are not the keyring's current
+``KEY_ARNS``, and legacy plaintext in ``accept_plaintext`` fields) and by ``copy_plaintext_column``
+(a data migration helper that fills a new encrypted column from a plaintext one).
+
+Every batch runs in its own transaction and every write is a compare-and-swap: ``UPDATE ... WHERE pk
+= %s AND column = <what was read>``. A row the application changed in between is left alone and
+counted. Nothing is remembered between runs: a rerun after a crash finds the rows already done
+current, and goes on with the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.apps import apps
+from django.db import connections, models, router, transaction
+
+from . import conf, crypto
+from .exceptions import KMSFieldsError
+from .fields import EncryptedFieldMixin
+
+__all__ = ["RewriteStats", "Progress", "encrypted_fields", "reencrypt_column", "copy_plaintext_column"]
+
+_INTEGER_PKS = {
+    "AutoField",
+    "BigAutoField",
+    "SmallAutoField",
+    "IntegerField",
+    "BigIntegerField",
+    "SmallIntegerField",
+    "PositiveIntegerField",
+    "PositiveBigIntegerField",
+    "PositiveSmallIntegerField",
+}
+
+
+@dataclass
+class RewriteStats:
+    scanned: int = 0
+    rewritten: int = 0
+    current: int = 0  # already under the current keys: nothing to do
+    changed_meanwhile: int = 0  # the application wrote the row after it was read: left alone
+    plaintext: int = 0  # legacy plaintext among the rewritten
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def fail(self, pk: object, err: Exception) -> None:
+        self.failed += 1
+        if len(self.failures) < 20:
+            self.failures.append(f"pk={pk!r}: {err}")
+
+
+@dataclass(frozen=True)
+class Progress:
+    label: str
+    done: int
+    total: int
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        return (self.total - self.done) / self.rate if self.rate > 0 else None
+
+
+def encrypted_fields(labels: list[str]) -> list[tuple[type[models.Model], EncryptedFieldMixin]]:
+    """The encrypted fields named by ``app_label``, ``app_label.Model`` or ``app_label.Model.field``
+    (all of them when ``labels`` is empty). Raises ``LookupError`` naming what was not found."""
+    found: list[tuple[type[models.Model], EncryptedFieldMixin]] = []
+    for label in labels or [config.label for config in apps.get_app_configs()]:
+        parts = label.split(".")
+        if len(parts) > 3:
+            raise LookupError(f"{label!r} is not app_label, app_label.Model or app_label.Model.field.")
+        app_models = (
+            apps.get_app_config(parts[0]).get_models()
+            if len(parts) == 1
+            else [apps.get_model(parts[0], parts[1])]
+        )
+        for model in app_models:
+            if model._meta.proxy or not model._meta.managed:
+                continue
+            fields = [f for f in model._meta.concrete_fields if isinstance(f, EncryptedFieldMixin) and f.model is model]
+            if len(parts) == 3:
+                fields = [f for f in fields if f.name == parts[2]]
+                if not fields:
+                    raise LookupError(f"{label!r} is not an encrypted field.")
+            found += [(model, f) for f in fields]
+    return found
+
+
+def _shard_sql(model: type[models.Model], shard: tuple[int, int] | None, qn: Callable[[str], str]) -> tuple[str, list[Any]]:
+    if shard is None:
+        return "", []
+    if model._meta.pk.get_internal_type() not in _INTEGER_PKS:
+        raise ValueError(f"{model._meta.label} has a non-integer primary key; --shard needs an integer one.")
+    index, count = shard
+    return f" AND ({qn(model._meta.pk.column)} %% %s) = %s", [count, index]
+
+
+def _batches(
+    model: type[models.Model],
+    column: str,
+    *,
+    using: str,
+    batch_size: int,
+    shard: tuple[int, int] | None,
+    only_null: str | None = None,
+) -> Iterator[list[tuple[Any, Any]]]:
+    """Yields (pk, stored value) batches in primary-key order, each read inside its own transaction."""
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    table, pk_column = qn(model._meta.db_table), qn(model._meta.pk.column)
+    shard_sql, shard_params = _shard_sql(model, shard, qn)
+    condition = f"{qn(column)} IS NOT NULL"
+    if only_null is not None:
+        condition += f" AND {qn(only_null)} IS NULL"
+    last_pk = None
+    while True:
+        after = "" if last_pk is None else f" AND {pk_column} > %s"
+        params = ([] if last_pk is None else [last_pk]) + shard_params
+        with transaction.atomic(using=using):
+            with connection.cursor() as cursor:
+                if connection.vendor == "sqlite":
+                    # Take SQLite's write lock before reading: a transaction that reads and then writes
+                    # deadlocks against a concurrent writer, and SQLite fails it at once ("database is
+                    # locked") instead of waiting.
+                    cursor.execute(f"UPDATE {table} SET {pk_column} = {pk_column} WHERE 1 = 0")
+                cursor.execute(
+                    f"SELECT {pk_column}, {qn(column)} FROM {table} WHERE {condition}{after}{shard_sql} "
+                    f"ORDER BY {pk_column} LIMIT {int(batch_size)}",
+                    params,
+                )
+                rows = cursor.fetchall()
+            if not rows:
+                return
+            yield rows
+        last_pk = rows[-1][0]
+
+
+def _count(model: type[models.Model], column: str, *, using: str, shard: tuple[int, int] | None,
+           only_null: str | None = None) -> int:
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    shard_sql, shard_params = _shard_sql(model, shard, qn)
+    condition = f"{qn(column)} IS NOT NULL" + (f" AND {qn(only_null)} IS NULL" if only_null else "")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {qn(model._meta.db_table)} WHERE {condition}{shard_sql}", shard_params)
+        return cursor.fetchone()[0]
+
+
+def _compare_and_swap(model: type[models.Model], column: str, pk: Any, new: bytes, expected: Any, *, using: str,
+                      expect_null: bool = False) -> bool:
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    binary = connection.Database.Binary
+    placeholder = connection.ops.binary_placeholder_sql(new)
+    if expect_null:
+        guard, params = f"{qn(column)} IS NULL", []
+    else:
+        guard, params = f"{qn(column)} = {connection.ops.binary_placeholder_sql(expected)}", [binary(expected)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {qn(model._meta.db_table)} SET {qn(column)} = {placeholder} "
+            f"WHERE {qn(model._meta.pk.column)} = %s AND {guard}",
+            [binary(new), pk, *params],
+        )
+        return cursor.rowcount == 1
+
+
+def reencrypt_column(
+    model: type[models.Model],
+    field: EncryptedFieldMixin,
+    *,
+    batch_size: int = 500,
+    dry_run: bool = False,
+    shard: tuple[int, int] | None = None,
+    progress: Callable[[Progress], None] = lambda progress: None,
+) -> RewriteStats:
+    """Re-encrypts every value of ``field`` not wrapped by exactly the keyring's ``KEY_ARNS``.
+
+    Which values need it is read from each message header, with no KMS call; legacy plaintext is
+    encrypted too when the field has ``accept_plaintext``. ``dry_run`` counts without writing.
+    """
+    using = router.db_for_write(model)
+    keyring = conf.get_keyring(field.keyring)
+    current_keys = frozenset(keyring.key_arns)
+    binding = field.field_binding()
+    stats = RewriteStats()
+    label = f"{model._meta.label}.{field.name}"
+    total = _count(model, field.column, using=using, shard=shard)
+    started = time.monotonic()
+    for rows in _batches(model, field.column, using=using, batch_size=batch_size, shard=shard):
+        for pk, stored in rows:
+            stored = bytes(stored)
+            stats.scanned += 1
+            is_plaintext = field.accept_plaintext and not crypto.looks_like_message(stored)
+            try:
+                if not is_plaintext and crypto.wrapping_key_arns(stored) == current_keys:
+                    stats.current += 1
+                    continue
+                if dry_run:
+                    stats.rewritten += 1
+                    stats.plaintext += is_plaintext
+                    continue
+                plaintext = stored if is_plaintext else crypto.decrypt(stored, keyring, binding, pk=pk)
+                message = crypto.encrypt(plaintext, keyring, binding)
+            except KMSFieldsError as err:
+                stats.fail(pk, err)
+                continue
+            if _compare_and_swap(model, field.column, pk, message, stored, using=using):
+                stats.rewritten += 1
+                stats.plaintext += is_plaintext
+            else:
+                stats.changed_meanwhile += 1
+        progress(Progress(label, stats.scanned, total, time.monotonic() - started))
+    return stats
+
+
+def copy_plaintext_column(
+    model: type[models.Model],
+    source: str,
+    target: str,
+    *,
+    batch_size: int = 500,
+    progress: Callable[[Progress], None] = lambda progress: None,
+) -> RewriteStats:
+    """Fills the encrypted field ``target`` from the plaintext field ``source``, in batches.
+
+    Only rows whose ``target`` is still NULL are filled, and only if it is still NULL when written, so
+    the application may write ``target`` meanwhile and a rerun finishes what is left. Works with the
+    historical models of a data migration (``apps.get_model(...)`` in ``RunPython``).
+    """
+    source_field = model._meta.get_field(source)
+    target_field = model._meta.get_field(target)
+    if not isinstance(target_field, EncryptedFieldMixin):
+        raise TypeError(f"{model._meta.label}.{target} is not an encrypted field.")
+    using = router.db_for_write(model)
+    keyring = conf.get_keyring(target_field.keyring)
+    binding = target_field.field_binding()
+    stats = RewriteStats()
+    total = _count(model, source_field.column, using=using, shard=None, only_null=target_field.column)
+    started = time.monotonic()
+    for rows in _batches(model, source_field.column, using=using, batch_size=batch_size, shard=None,
+                         only_null=target_field.column):
+        for pk, value in rows:
+            stats.scanned += 1
+            try:
+                # Text columns give str, binary ones bytes or memoryview, as the target field expects.
+                plaintext = target_field.to_plaintext_bytes(bytes(value) if isinstance(value, memoryview) else value)
+                message = crypto.encrypt(plaintext, keyring, binding)
+            except KMSFieldsError as err:
+                stats.fail(pk, err)
+                continue
+            if _compare_and_swap(model, target_field.column, pk, message, None, using=using, expect_null=True):
+                stats.rewritten += 1
+            else:
+                stats.changed_meanwhile += 1
+        progress(Progress(f"{model._meta.label}.{target}", stats.scanned, total, time.monotonic() - started))
+    return stats

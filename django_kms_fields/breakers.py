@@ -80,29 +80,15 @@ class CircuitBreaker:
             self._trial_in_flight = False
 
 
-_breakers: dict[tuple[str, str], tuple[KeyringConfig, CircuitBreaker]] = {}
-_lock = threading.Lock()
+_breakers: conf.KeyringCache[CircuitBreaker] = conf.KeyringCache()
 
 
 def breaker_for(keyring: KeyringConfig, region: str) -> CircuitBreaker:
     """The breaker of ``keyring`` in ``region``; a new one whenever ``KMS_FIELDS`` changes."""
-    key = (keyring.alias, region)
-    entry = _breakers.get(key)
-    if entry is not None and entry[0] is keyring:
-        return entry[1]
-    with _lock:
-        entry = _breakers.get(key)
-        if entry is not None and entry[0] is keyring:
-            return entry[1]
-        breaker = CircuitBreaker(
+    return _breakers.get(
+        keyring,
+        (keyring.alias, region),
+        lambda: CircuitBreaker(
             f"keyring {keyring.alias!r} in {region}", keyring.breaker_threshold, keyring.breaker_cooldown
-        )
-        if conf.is_current(keyring):
-            _breakers[key] = (keyring, breaker)
-        return breaker
-
-
-@conf.on_settings_reset
-def _drop_breakers() -> None:
-    with _lock:
-        _breakers.clear()
+        ),
+    )

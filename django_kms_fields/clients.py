@@ -22,8 +22,7 @@ from .exceptions import KMSFieldsConfigurationError
 
 __all__ = ["kms_client", "client_config", "attempts_sent", "worst_case_call_seconds"]
 
-_clients: dict[tuple[str, str], tuple[KeyringConfig, BaseClient]] = {}
-_lock = threading.Lock()
+_clients: conf.KeyringCache[BaseClient] = conf.KeyringCache()
 
 
 class _AttemptCounter(threading.local):
@@ -57,20 +56,7 @@ def client_config(keyring: KeyringConfig) -> Config:
 
 def kms_client(keyring: KeyringConfig, region: str) -> BaseClient:
     """The shared KMS client for ``keyring`` in ``region``, built on first use."""
-    cache_key = (keyring.alias, region)
-    entry = _clients.get(cache_key)
-    # Identity, not equality: conf hands out one KeyringConfig per alias until KMS_FIELDS changes, so
-    # a caller still holding the previous settings never gets (or leaves behind) a mismatched client.
-    if entry is not None and entry[0] is keyring:
-        return entry[1]
-    with _lock:
-        entry = _clients.get(cache_key)
-        if entry is not None and entry[0] is keyring:
-            return entry[1]
-        client = _build_client(keyring, region)
-        if conf.is_current(keyring):
-            _clients[cache_key] = (keyring, client)
-    return client
+    return _clients.get(keyring, (keyring.alias, region), lambda: _build_client(keyring, region))
 
 
 def _build_client(keyring: KeyringConfig, region: str) -> BaseClient:
@@ -97,11 +83,6 @@ def _build_client(keyring: KeyringConfig, region: str) -> BaseClient:
     client.meta.events.register("before-send.kms", _count_attempt)
     return client
 
-
-@conf.on_settings_reset
-def _drop_clients() -> None:
-    with _lock:
-        _clients.clear()
 
 
 def worst_case_call_seconds(keyring: KeyringConfig) -> float:

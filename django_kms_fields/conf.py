@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from botocore.config import Config
 from django.conf import settings
@@ -37,7 +37,10 @@ __all__ = [
     "settings_problems",
     "on_settings_reset",
     "is_current",
+    "KeyringCache",
 ]
+
+T = TypeVar("T")
 
 SETTING_NAME = "KMS_FIELDS"
 DEFAULT_KEYRING = "default"
@@ -584,6 +587,36 @@ def get_keyring(alias: str = DEFAULT_KEYRING) -> KeyringConfig:
         if started_generation == _generation:
             _keyring_cache[alias] = keyring
     return keyring
+
+
+class KeyringCache(Generic[T]):
+    """Things built from a keyring (clients, breakers, data-key caches), shared by all threads.
+
+    An entry is reused only for the very ``KeyringConfig`` object it was built from, and stored only
+    while that object is current; the cache empties itself when ``KMS_FIELDS`` changes.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, tuple[KeyringConfig, T]] = {}
+        self._lock = threading.Lock()
+        on_settings_reset(self.clear)
+
+    def get(self, keyring: KeyringConfig, key: Hashable, build: Callable[[], T]) -> T:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is keyring:
+            return entry[1]
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is keyring:
+                return entry[1]
+            value = build()
+            if is_current(keyring):
+                self._entries[key] = (keyring, value)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 def _cache_config(values: Mapping[str, Any]) -> CacheConfig:

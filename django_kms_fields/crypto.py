@@ -49,7 +49,7 @@ from botocore.exceptions import (
 )
 
 from . import breakers, clients, conf
-from .conf import FIELD_CONTEXT_KEY, RESERVED_CONTEXT_PREFIX, CacheConfig, KeyringConfig
+from .conf import FIELD_CONTEXT_KEY, RESERVED_CONTEXT_PREFIX, KeyringConfig
 from .exceptions import (
     DecryptionError,
     KMSCircuitOpenError,
@@ -390,19 +390,7 @@ class _FieldBoundMaterialsManager(CryptoMaterialsManager):
 
 # One data-key cache per keyring, shared by every thread's caching CMM (the SDK's local cache locks
 # itself); the partition name must be shared too, or each thread would only see its own entries.
-_caches: dict[str, tuple[KeyringConfig, LocalCryptoMaterialsCache]] = {}
-_caches_lock = threading.Lock()
-
-
-def _shared_cache(keyring: KeyringConfig, cache_config: CacheConfig) -> LocalCryptoMaterialsCache:
-    with _caches_lock:
-        entry = _caches.get(keyring.alias)
-        if entry is not None and entry[0] is keyring:
-            return entry[1]
-        cache = LocalCryptoMaterialsCache(capacity=cache_config.capacity)
-        if conf.is_current(keyring):
-            _caches[keyring.alias] = (keyring, cache)
-        return cache
+_caches: conf.KeyringCache[LocalCryptoMaterialsCache] = conf.KeyringCache()
 
 
 class _ThreadState(threading.local):
@@ -414,12 +402,6 @@ class _ThreadState(threading.local):
 _thread_state = _ThreadState()
 
 
-@conf.on_settings_reset
-def _drop_caches() -> None:
-    with _caches_lock:
-        _caches.clear()
-
-
 def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionSDKClient, CryptoMaterialsManager]:
     """This thread's SDK client and materials manager for ``keyring``, rebuilt when its settings change."""
     entry = _thread_state.sdk_objects.get(keyring.alias)
@@ -427,12 +409,13 @@ def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionS
         return entry[1], entry[2]
     provider = _KeyringMasterKeyProvider(keyring=keyring)
     manager: CryptoMaterialsManager = DefaultCryptoMaterialsManager(master_key_provider=provider)
-    if keyring.cache is not None:
+    cache_config = keyring.cache
+    if cache_config is not None:
         manager = CachingCryptoMaterialsManager(
             backing_materials_manager=manager,
-            cache=_shared_cache(keyring, keyring.cache),
-            max_age=keyring.cache.max_age,
-            max_messages_encrypted=keyring.cache.max_messages,
+            cache=_caches.get(keyring, keyring.alias, lambda: LocalCryptoMaterialsCache(cache_config.capacity)),
+            max_age=cache_config.max_age,
+            max_messages_encrypted=cache_config.max_messages,
             partition_name=f"django-kms-fields/{keyring.alias}",
         )
     sdk_client = aws_encryption_sdk.EncryptionSDKClient(

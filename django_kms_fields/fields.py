@@ -124,6 +124,8 @@ class EncryptedFieldMixin(models.Field):
     ``keyring`` names a keyring of ``KMS_FIELDS``. ``binding`` pins the label written into each
     message's encryption context; it defaults to ``app_label.model_name.field_name``, so a model or
     field rename must set ``binding`` to the old label to keep reading existing values.
+    ``accept_plaintext`` (off by default) reads stored values that are not encrypted messages as
+    legacy plaintext, counting and logging each, while a column is being moved to encryption.
     """
 
     def __init__(

@@ -29,4 +29,6 @@ export EXAMPLE_DATABASE=${EXAMPLE_DATABASE:-$(mktemp -d)/clinic.sqlite3}
 
 "$python" manage.py migrate --verbosity 0
 "$python" manage.py check
+"$python" manage.py kms_fields_check
 "$python" manage.py demo
+"$python" manage.py kms_fields_reencrypt clinic --dry-run

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -66,6 +67,7 @@ __all__ = [
     "decrypt",
     "encryption_context_for",
     "looks_like_message",
+    "is_current_message",
     "wrapping_key_arns",
     "KeyProbe",
     "probe_key",
@@ -494,6 +496,16 @@ def looks_like_message(stored: bytes) -> bool:
     return bytes(stored[:3]) in _MESSAGE_PREFIXES
 
 
+def is_current_message(stored: bytes, keyring: KeyringConfig) -> bool:
+    """Whether ``stored`` is a message wrapped by exactly the keyring's ``KEY_ARNS`` (header only, no KMS)."""
+    if not looks_like_message(stored):
+        return False
+    try:
+        return wrapping_key_arns(stored) == frozenset(keyring.key_arns)
+    except DecryptionError:
+        return False
+
+
 def wrapping_key_arns(message: bytes) -> frozenset[str]:
     """The ARNs of the KMS keys that wrap the message's data key, read from its header alone.
 
@@ -526,33 +538,42 @@ class KeyProbe:
         return self.error is None
 
 
-def probe_key(keyring: KeyringConfig, key_arn: str, *, round_trip: bool) -> KeyProbe:
-    """DescribeKey, and with ``round_trip`` a GenerateDataKey and Decrypt, under the keyring's settings.
+def probe_key(keyring: KeyringConfig, key_arn: str, *, role: str) -> KeyProbe:
+    """Exercise one key the way the keyring uses it, under the keyring's own client settings.
 
-    For deploy checks: nothing is cached and the circuit breaker is bypassed, so the answer is fresh.
+    ``role`` is ``"generate"`` (the first of ``KEY_ARNS``: DescribeKey, GenerateDataKey, Decrypt),
+    ``"wrap"`` (the other ``KEY_ARNS``: DescribeKey, Encrypt, Decrypt) or ``"decrypt"``
+    (``DECRYPT_KEY_ARNS``: DescribeKey only). For deploy checks: nothing is cached and the circuit
+    breaker is bypassed, so the answer is fresh.
     """
     region = keyring.region_of(key_arn)
-    client = clients.kms_client(keyring, region)
     started = time.monotonic()
     key_state = None
+    endpoint = keyring.endpoint_url or f"(default endpoint of {region})"
     operation = "DescribeKey"
     context = {**keyring.encryption_context, FIELD_CONTEXT_KEY: "kms-fields:deploy-check"}
     try:
+        client = clients.kms_client(keyring, region)
+        endpoint = client.meta.endpoint_url
         metadata = client.describe_key(KeyId=key_arn)["KeyMetadata"]
         key_state = metadata.get("KeyState")
         if key_state != "Enabled":
             raise KMSRequestError(f"key {key_arn} is {key_state}, not Enabled.")
         if metadata.get("KeyUsage", "ENCRYPT_DECRYPT") != "ENCRYPT_DECRYPT":
             raise KMSRequestError(f"key {key_arn} has KeyUsage {metadata.get('KeyUsage')}, not ENCRYPT_DECRYPT.")
-        if round_trip:
+        if role == "generate":
             operation = "GenerateDataKey"
             generated = client.generate_data_key(KeyId=key_arn, NumberOfBytes=32, EncryptionContext=context)
+            data_key, wrapped = generated["Plaintext"], generated["CiphertextBlob"]
+        elif role == "wrap":
+            operation = "Encrypt"
+            data_key = os.urandom(32)
+            wrapped = client.encrypt(KeyId=key_arn, Plaintext=data_key, EncryptionContext=context)["CiphertextBlob"]
+        if role in ("generate", "wrap"):
             operation = "Decrypt"
-            decrypted = client.decrypt(
-                CiphertextBlob=generated["CiphertextBlob"], KeyId=key_arn, EncryptionContext=context
-            )
-            if decrypted["Plaintext"] != generated["Plaintext"]:
-                raise KMSRequestError(f"key {key_arn}: Decrypt did not give back the generated data key.")
+            decrypted = client.decrypt(CiphertextBlob=wrapped, KeyId=key_arn, EncryptionContext=context)
+            if decrypted["Plaintext"] != data_key:
+                raise KMSRequestError(f"key {key_arn}: Decrypt did not give back the data key.")
         error = None
     except KMSFieldsError as err:
         error = err
@@ -562,7 +583,7 @@ def probe_key(keyring: KeyringConfig, key_arn: str, *, round_trip: bool) -> KeyP
     return KeyProbe(
         key_arn=key_arn,
         region=region,
-        endpoint=client.meta.endpoint_url,
+        endpoint=endpoint,
         key_state=key_state,
         latency_ms=(time.monotonic() - started) * 1000,
         error=error,

@@ -193,14 +193,14 @@ class EncryptedFieldMixin(models.Field):
         if hasattr(value, "as_sql"):
             self._refuse_unencrypted_expression(value)
             return value
+        keyring = conf.get_keyring(self.keyring)
         if isinstance(value, PendingDecryption):
-            if value.field is not self:
-                value = value.decrypt()
-            else:
+            if value.field is self and crypto.is_current_message(value.message, keyring):
                 return connection.Database.Binary(value.message)
-        message = crypto.encrypt(
-            self.to_plaintext_bytes(value), conf.get_keyring(self.keyring), self.field_binding()
-        )
+            # Legacy plaintext, a message under keys rotated away from, another field's value: never
+            # written back as it was.
+            value = value.decrypt()
+        message = crypto.encrypt(self.to_plaintext_bytes(value), keyring, self.field_binding())
         return connection.Database.Binary(message)
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:

@@ -4,10 +4,11 @@ Used by ``manage.py kms_fields_reencrypt`` (values whose wrapping keys are not t
 ``KEY_ARNS``, and legacy plaintext in ``accept_plaintext`` fields) and by ``copy_plaintext_column``
 (a data migration helper that fills a new encrypted column from a plaintext one).
 
-Every batch runs in its own transaction and every write is a compare-and-swap: ``UPDATE ... WHERE pk
-= %s AND column = <what was read>``. A row the application changed in between is left alone and
-counted. Nothing is remembered between runs: a rerun after a crash finds the rows already done
-current, and goes on with the rest.
+A batch is read, then its values are decrypted and encrypted (the KMS calls happen outside any
+transaction, so no row or table lock is held while KMS answers), then the batch is written in one
+short transaction of compare-and-swap updates: ``UPDATE ... WHERE pk = %s AND column = <what was
+read>``. A row the application changed in between is left alone and counted. Nothing is remembered
+between runs: a rerun after a crash finds the rows already done current, and goes on with the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from . import conf, crypto
 from .exceptions import KMSFieldsError
 from .fields import EncryptedFieldMixin
 
-__all__ = ["RewriteStats", "Progress", "encrypted_fields", "reencrypt_column", "copy_plaintext_column"]
+__all__ = [
+    "RewriteStats",
+    "RewriteIncomplete",
+    "Progress",
+    "encrypted_fields",
+    "reencrypt_column",
+    "copy_plaintext_column",
+]
 
 _INTEGER_PKS = {
     "AutoField",
@@ -53,6 +61,14 @@ class RewriteStats:
         self.failed += 1
         if len(self.failures) < 20:
             self.failures.append(f"pk={pk!r}: {err}")
+
+
+class RewriteIncomplete(KMSFieldsError):
+    """Some rows could not be rewritten; the others were. ``stats`` says which; a rerun finishes."""
+
+    def __init__(self, message: str, stats: RewriteStats) -> None:
+        super().__init__(message)
+        self.stats = stats
 
 
 @dataclass(frozen=True)
@@ -102,7 +118,9 @@ def _shard_sql(model: type[models.Model], shard: tuple[int, int] | None, qn: Cal
     if model._meta.pk.get_internal_type() not in _INTEGER_PKS:
         raise ValueError(f"{model._meta.label} has a non-integer primary key; --shard needs an integer one.")
     index, count = shard
-    return f" AND ({qn(model._meta.pk.column)} %% %s) = %s", [count, index]
+    # SQL's % keeps the dividend's sign; adding N once more puts negative keys in a shard too.
+    pk_column = qn(model._meta.pk.column)
+    return f" AND ((({pk_column} %% %s) + %s) %% %s) = %s", [count, count, count, index]
 
 
 def _batches(
@@ -114,7 +132,7 @@ def _batches(
     shard: tuple[int, int] | None,
     only_null: str | None = None,
 ) -> Iterator[list[tuple[Any, Any]]]:
-    """Yields (pk, stored value) batches in primary-key order, each read inside its own transaction."""
+    """Yields (pk, stored value) batches in primary-key order."""
     connection = connections[using]
     qn = connection.ops.quote_name
     table, pk_column = qn(model._meta.db_table), qn(model._meta.pk.column)
@@ -126,22 +144,16 @@ def _batches(
     while True:
         after = "" if last_pk is None else f" AND {pk_column} > %s"
         params = ([] if last_pk is None else [last_pk]) + shard_params
-        with transaction.atomic(using=using):
-            with connection.cursor() as cursor:
-                if connection.vendor == "sqlite":
-                    # Take SQLite's write lock before reading: a transaction that reads and then writes
-                    # deadlocks against a concurrent writer, and SQLite fails it at once ("database is
-                    # locked") instead of waiting.
-                    cursor.execute(f"UPDATE {table} SET {pk_column} = {pk_column} WHERE 1 = 0")
-                cursor.execute(
-                    f"SELECT {pk_column}, {qn(column)} FROM {table} WHERE {condition}{after}{shard_sql} "
-                    f"ORDER BY {pk_column} LIMIT {int(batch_size)}",
-                    params,
-                )
-                rows = cursor.fetchall()
-            if not rows:
-                return
-            yield rows
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {pk_column}, {qn(column)} FROM {table} WHERE {condition}{after}{shard_sql} "
+                f"ORDER BY {pk_column} LIMIT {int(batch_size)}",
+                params,
+            )
+            rows = cursor.fetchall()
+        if not rows:
+            return
+        yield rows
         last_pk = rows[-1][0]
 
 
@@ -156,23 +168,46 @@ def _count(model: type[models.Model], column: str, *, using: str, shard: tuple[i
         return cursor.fetchone()[0]
 
 
-def _compare_and_swap(model: type[models.Model], column: str, pk: Any, new: bytes, expected: Any, *, using: str,
-                      expect_null: bool = False) -> bool:
+@dataclass(frozen=True)
+class _Swap:
+    pk: Any
+    new: bytes
+    expected: Any  # what was read; None with expect_null
+    expect_null: bool = False
+    source_column: str | None = None  # also require this column to still hold source_value
+    source_value: Any = None
+
+
+def _write_batch(model: type[models.Model], column: str, swaps: list[_Swap], *, using: str) -> int:
+    """Applies compare-and-swap updates in one short transaction; returns how many rows changed."""
     connection = connections[using]
     qn = connection.ops.quote_name
     binary = connection.Database.Binary
-    placeholder = connection.ops.binary_placeholder_sql(new)
-    if expect_null:
-        guard, params = f"{qn(column)} IS NULL", []
-    else:
-        guard, params = f"{qn(column)} = {connection.ops.binary_placeholder_sql(expected)}", [binary(expected)]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {qn(model._meta.db_table)} SET {qn(column)} = {placeholder} "
-            f"WHERE {qn(model._meta.pk.column)} = %s AND {guard}",
-            [binary(new), pk, *params],
-        )
-        return cursor.rowcount == 1
+    written = 0
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        for swap in swaps:
+            guards, params = [], [binary(swap.new), swap.pk]
+            if swap.expect_null:
+                guards.append(f"{qn(column)} IS NULL")
+            else:
+                guards.append(f"{qn(column)} = {connection.ops.binary_placeholder_sql(swap.expected)}")
+                params.append(binary(swap.expected))
+            if swap.source_column is not None:
+                if isinstance(swap.source_value, str):
+                    # Byte-exact on MySQL/MariaDB too, whose default collations ignore case.
+                    compare = f"BINARY {qn(swap.source_column)}" if connection.vendor == "mysql" else qn(swap.source_column)
+                    guards.append(f"{compare} = %s")
+                    params.append(swap.source_value)
+                else:
+                    guards.append(f"{qn(swap.source_column)} = {connection.ops.binary_placeholder_sql(swap.source_value)}")
+                    params.append(binary(swap.source_value))
+            cursor.execute(
+                f"UPDATE {qn(model._meta.db_table)} SET {qn(column)} = {connection.ops.binary_placeholder_sql(swap.new)} "
+                f"WHERE {qn(model._meta.pk.column)} = %s AND " + " AND ".join(guards),
+                params,
+            )
+            written += cursor.rowcount
+    return written
 
 
 def reencrypt_column(
@@ -198,6 +233,7 @@ def reencrypt_column(
     total = _count(model, field.column, using=using, shard=shard)
     started = time.monotonic()
     for rows in _batches(model, field.column, using=using, batch_size=batch_size, shard=shard):
+        swaps, plaintexts = [], 0
         for pk, stored in rows:
             stored = bytes(stored)
             stats.scanned += 1
@@ -211,15 +247,16 @@ def reencrypt_column(
                     stats.plaintext += is_plaintext
                     continue
                 plaintext = stored if is_plaintext else crypto.decrypt(stored, keyring, binding, pk=pk)
-                message = crypto.encrypt(plaintext, keyring, binding)
+                swaps.append(_Swap(pk, crypto.encrypt(plaintext, keyring, binding), stored))
+                plaintexts += is_plaintext
             except KMSFieldsError as err:
                 stats.fail(pk, err)
-                continue
-            if _compare_and_swap(model, field.column, pk, message, stored, using=using):
-                stats.rewritten += 1
-                stats.plaintext += is_plaintext
-            else:
-                stats.changed_meanwhile += 1
+        if swaps:
+            written = _write_batch(model, field.column, swaps, using=using)
+            stats.rewritten += written
+            stats.changed_meanwhile += len(swaps) - written
+            # Which swaps lost the race is not told apart; count plaintext only when none did.
+            stats.plaintext += plaintexts if written == len(swaps) else 0
         progress(Progress(label, stats.scanned, total, time.monotonic() - started))
     return stats
 
@@ -231,12 +268,15 @@ def copy_plaintext_column(
     *,
     batch_size: int = 500,
     progress: Callable[[Progress], None] = lambda progress: None,
+    raise_on_failure: bool = True,
 ) -> RewriteStats:
     """Fills the encrypted field ``target`` from the plaintext field ``source``, in batches.
 
-    Only rows whose ``target`` is still NULL are filled, and only if it is still NULL when written, so
-    the application may write ``target`` meanwhile and a rerun finishes what is left. Works with the
-    historical models of a data migration (``apps.get_model(...)`` in ``RunPython``).
+    Only rows whose ``target`` is still NULL are filled, and only if, when written, ``target`` is still
+    NULL and ``source`` still holds what was read; so the application may write either meanwhile, and
+    a rerun finishes what is left. Raises ``RewriteIncomplete`` after the last batch if any row could
+    not be encrypted (a KMS outage, say), so that a data migration is not recorded as applied. Works
+    with the historical models of a data migration (``apps.get_model(...)`` in ``RunPython``).
     """
     source_field = model._meta.get_field(source)
     target_field = model._meta.get_field(target)
@@ -250,18 +290,26 @@ def copy_plaintext_column(
     started = time.monotonic()
     for rows in _batches(model, source_field.column, using=using, batch_size=batch_size, shard=None,
                          only_null=target_field.column):
+        swaps = []
         for pk, value in rows:
             stats.scanned += 1
+            value = bytes(value) if isinstance(value, memoryview) else value
             try:
-                # Text columns give str, binary ones bytes or memoryview, as the target field expects.
-                plaintext = target_field.to_plaintext_bytes(bytes(value) if isinstance(value, memoryview) else value)
-                message = crypto.encrypt(plaintext, keyring, binding)
+                # Text columns give str, binary ones bytes, as the target field expects.
+                message = crypto.encrypt(target_field.to_plaintext_bytes(value), keyring, binding)
             except KMSFieldsError as err:
                 stats.fail(pk, err)
                 continue
-            if _compare_and_swap(model, target_field.column, pk, message, None, using=using, expect_null=True):
-                stats.rewritten += 1
-            else:
-                stats.changed_meanwhile += 1
+            swaps.append(_Swap(pk, message, None, expect_null=True, source_column=source_field.column, source_value=value))
+        if swaps:
+            written = _write_batch(model, target_field.column, swaps, using=using)
+            stats.rewritten += written
+            stats.changed_meanwhile += len(swaps) - written
         progress(Progress(f"{model._meta.label}.{target}", stats.scanned, total, time.monotonic() - started))
+    if stats.failed and raise_on_failure:
+        raise RewriteIncomplete(
+            f"{model._meta.label}.{target}: {stats.failed} row(s) could not be encrypted and are still NULL "
+            f"(first: {stats.failures[0]}). The other {stats.rewritten} were copied; run it again.",
+            stats,
+        )
     return stats

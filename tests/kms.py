@@ -28,7 +28,7 @@ class LocalKMS:
     def __init__(self) -> None:
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 
-    def start(self) -> "LocalKMS":
+    def start(self) -> LocalKMS:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.host, self.port = host, port
@@ -157,7 +157,7 @@ class KMSFront:
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def start(self) -> "KMSFront":
+    def start(self) -> KMSFront:
         self._thread.start()
         return self
 

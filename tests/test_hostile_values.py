@@ -135,7 +135,7 @@ def test_a_sample_of_hostile_values_through_the_database():
     patient = Patient.objects.create(ssn=VALUE)
     message = stored(Patient, patient.pk, "ssn")
 
-    for name, value in list(hostile_values(message, {}, rng))[::80]:
+    for _name, value in list(hostile_values(message, {}, rng))[::80]:
         write_raw(Patient, patient.pk, "ssn", value)
         with pytest.raises((DecryptionError, KMSRequestError)):
             Patient.objects.get(pk=patient.pk).ssn

@@ -100,6 +100,28 @@ def test_shards_are_disjoint_and_together_cover_the_table(rotated, keys):
     assert all(wrapping(Patient, p.pk, "ssn") == {keys.second} for p in rotated)
 
 
+def test_shards_include_negative_primary_keys(rotated, keys):
+    negative = Patient.objects.create(pk=-5, ssn="below zero")
+    Patient.objects.filter(pk=negative.pk).update(ssn="below zero")  # written under the new key...
+    write_raw(Patient, negative.pk, "ssn", stored(Patient, rotated[0].pk, "ssn"))  # ...then an old-key value
+
+    outputs = [reencrypt("testapp.Patient.ssn", shard=(k, 3)) for k in range(3)]
+
+    assert sum(int(o.split("scanned ")[1].split(",")[0]) for o in outputs) == 13
+    assert wrapping(Patient, negative.pk, "ssn") == {keys.second}
+
+
+def test_an_instance_loaded_before_rotation_and_saved_after_never_writes_the_old_message_back(rotated, keys):
+    stale = Patient.objects.get(pk=rotated[0].pk)  # loaded, value never read
+    reencrypt("testapp.Patient.ssn")
+
+    stale.name = "renamed"
+    stale.save()
+
+    assert wrapping(Patient, stale.pk, "ssn") == {keys.second}
+    assert Patient.objects.get(pk=stale.pk).ssn == "ssn-0"
+
+
 def test_a_write_between_read_and_swap_is_never_overwritten(rotated):
     target = rotated[0]
     raced = {"done": False}
@@ -267,6 +289,58 @@ def test_legacy_plaintext_is_read_when_accepted_counted_and_encrypted_in_place(c
     assert field.legacy_plaintext_reads - seen_before == 3
 
 
+def test_saving_an_instance_whose_legacy_plaintext_was_never_read_encrypts_it():
+    record = LegacyRecord.objects.create()
+    write_raw(LegacyRecord, record.pk, "scan", b"TOP-SECRET-PLAINTEXT")
+    loaded = LegacyRecord.objects.get(pk=record.pk)
+
+    loaded.ssn = "touched another column"
+    loaded.save()
+
+    assert b"TOP-SECRET" not in stored(LegacyRecord, record.pk, "scan")
+    assert LegacyRecord.objects.get(pk=record.pk).scan == b"TOP-SECRET-PLAINTEXT"
+
+
+def test_copying_a_plaintext_column_stops_the_migration_when_kms_is_down_and_a_rerun_finishes(
+    settings, keys, local_kms
+):
+    from django_kms_fields.rewrite import RewriteIncomplete
+
+    records = [LegacyRecord.objects.create(ssn=f"ssn-{i}") for i in range(4)]
+    working = settings.KMS_FIELDS
+    default_keyring(settings, closed_port_endpoint(), [keys.first], MAX_ATTEMPTS=1, CACHE=None)
+
+    with pytest.raises(RewriteIncomplete, match="4 row") as caught:
+        copy_plaintext_column(LegacyRecord, "ssn", "ssn_encrypted")
+    assert caught.value.stats.failed == 4
+    assert LegacyRecord.objects.filter(ssn_encrypted__isnull=True).count() == 4
+
+    settings.KMS_FIELDS = working
+    assert copy_plaintext_column(LegacyRecord, "ssn", "ssn_encrypted").rewritten == 4
+    assert [LegacyRecord.objects.get(pk=r.pk).ssn_encrypted for r in records] == [f"ssn-{i}" for i in range(4)]
+
+
+def test_a_plaintext_value_changed_during_the_copy_is_copied_on_the_rerun_not_lost(settings, local_kms, keys):
+    records = [LegacyRecord.objects.create(ssn=f"ssn-{i}") for i in range(3)]
+    default_keyring(settings, local_kms.endpoint, [keys.first], CACHE=None)
+    raced = {"done": False}
+
+    def application_writes(sender, operation, **kwargs):
+        if operation == "GenerateDataKey" and not raced["done"]:
+            raced["done"] = True  # the batch was read; the old code writes the plaintext column
+            LegacyRecord.objects.filter(pk=records[0].pk).update(ssn="changed meanwhile")
+
+    kms_call.connect(application_writes, weak=False, dispatch_uid="copy-race")
+    try:
+        first = copy_plaintext_column(LegacyRecord, "ssn", "ssn_encrypted")
+    finally:
+        kms_call.disconnect(dispatch_uid="copy-race")
+    second = copy_plaintext_column(LegacyRecord, "ssn", "ssn_encrypted")
+
+    assert (first.rewritten, first.changed_meanwhile, second.rewritten) == (2, 1, 1)
+    assert LegacyRecord.objects.get(pk=records[0].pk).ssn_encrypted == "changed meanwhile"
+
+
 def test_a_plaintext_column_is_copied_into_its_encrypted_successor_in_batches_by_a_data_migration():
     records = [LegacyRecord.objects.create(ssn=f"ssn-{i}") for i in range(7)]
     LegacyRecord.objects.create(ssn=None)
@@ -300,7 +374,20 @@ def test_the_deploy_check_passes_and_reports_each_key(settings, local_kms, keys,
     assert output.count("ok   default") == 3
     assert f"{keys.first}  region=eu-west-1  endpoint={front.endpoint}  state=Enabled" in output
     assert "(decrypt only)" in output
-    assert front.stats.requests == {"DescribeKey": 3, "GenerateDataKey": 2, "Decrypt": 2}
+    # Each key as the keyring uses it: the first generates, the second wraps, the third only decrypts.
+    assert front.stats.requests == {"DescribeKey": 3, "GenerateDataKey": 1, "Encrypt": 1, "Decrypt": 2}
+
+
+def test_the_deploy_check_fails_when_a_wrapping_key_may_not_encrypt(settings, keys, front):
+    default_keyring(settings, front.endpoint, [keys.first, keys.second])
+    front.set_fault(Fault(kind="error", error_code="AccessDeniedException", operations=("Encrypt",)))
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match="1 key check"):
+        call_command("kms_fields_check", stdout=out)
+
+    assert f"FAIL default  {keys.second}" in out.getvalue()
+    assert "allow kms:DescribeKey, kms:Encrypt and kms:Decrypt" in out.getvalue()
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from django_kms_fields.exceptions import (
 _CREDENTIAL_CODES = ("UnrecognizedClientException", "InvalidSignatureException", "ExpiredToken", "InvalidClientTokenId")
 
 
-def what_to_fix(probe: KeyProbe, keyring: conf.KeyringConfig, round_trip: bool) -> str:
+def what_to_fix(probe: KeyProbe, keyring: conf.KeyringConfig, role: str) -> str:
     error = probe.error
     text = str(error)
     if isinstance(error, KMSFieldsConfigurationError) or any(code in text for code in _CREDENTIAL_CODES):
@@ -29,7 +29,11 @@ def what_to_fix(probe: KeyProbe, keyring: conf.KeyringConfig, round_trip: bool) 
             f"READ_TIMEOUT={keyring.read_timeout:g}s; check routing, security groups, the VPC endpoint or proxy."
         )
     if "AccessDenied" in text:
-        actions = "kms:DescribeKey, kms:GenerateDataKey, kms:Encrypt and kms:Decrypt" if round_trip else "kms:DescribeKey and kms:Decrypt"
+        actions = {
+            "generate": "kms:DescribeKey, kms:GenerateDataKey and kms:Decrypt",
+            "wrap": "kms:DescribeKey, kms:Encrypt and kms:Decrypt",
+            "decrypt": "kms:DescribeKey and kms:Decrypt",
+        }[role]
         return f"IAM permission: allow {actions} on {probe.key_arn} in the role's policy and the key policy."
     if "NotFound" in text:
         return f"key: {probe.key_arn} does not exist in {probe.region} for these credentials; check the ARN."
@@ -42,10 +46,16 @@ def what_to_fix(probe: KeyProbe, keyring: conf.KeyringConfig, round_trip: bool) 
 
 class Command(BaseCommand):
     help = (
-        "Check every keyring against KMS under its own timeouts: DescribeKey for each key, and a "
-        "GenerateDataKey and Decrypt round trip for each key of KEY_ARNS. Exits non-zero on any failure."
+        "Check every keyring against KMS under its own timeouts, each key the way the keyring uses it: "
+        "DescribeKey for every key; GenerateDataKey and Decrypt with the first of KEY_ARNS; Encrypt and "
+        "Decrypt with the others. Exits non-zero on any failure."
     )
-    line = "{status:4} {alias}  {probe.key_arn}  region={probe.region}  endpoint={probe.endpoint}  state={state}  {probe.latency_ms:.0f} ms{role}"
+    line = "{status:4} {alias}  {probe.key_arn}  region={probe.region}  endpoint={probe.endpoint}  state={state}  {probe.latency_ms:.0f} ms  ({role})"
+    roles = {
+        "generate": "generates data keys",
+        "wrap": "wraps data keys",
+        "decrypt": "decrypt only",
+    }
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--keyring", action="append", metavar="ALIAS", help="check only this keyring (repeatable)")
@@ -60,12 +70,12 @@ class Command(BaseCommand):
                 keyring = conf.get_keyring(alias)
             except KMSFieldsError as err:
                 raise CommandError(str(err)) from None
-            keys = [(arn, True) for arn in keyring.key_arns] + [(arn, False) for arn in keyring.decrypt_key_arns]
-            for key_arn, round_trip in keys:
-                probe = probe_key(keyring, key_arn, round_trip=round_trip)
-                role = "" if round_trip else "  (decrypt only)"
+            roles = ["generate"] + ["wrap"] * (len(keyring.key_arns) - 1) + ["decrypt"] * len(keyring.decrypt_key_arns)
+            for key_arn, role in zip(keyring.readable_key_arns, roles, strict=True):
+                probe = probe_key(keyring, key_arn, role=role)
                 line = self.line.format(
-                    status="ok" if probe.ok else "FAIL", alias=alias, probe=probe, state=probe.key_state or "?", role=role
+                    status="ok" if probe.ok else "FAIL", alias=alias, probe=probe, state=probe.key_state or "?",
+                    role=self.roles[role],
                 )
                 if probe.ok:
                     if options["verbosity"] >= 1:
@@ -74,6 +84,6 @@ class Command(BaseCommand):
                 failures += 1
                 self.stdout.write(self.style.ERROR(line))
                 self.stdout.write(f"     error: {probe.error}")
-                self.stdout.write(f"     fix:   {what_to_fix(probe, keyring, round_trip)}")
+                self.stdout.write(f"     fix:   {what_to_fix(probe, keyring, role)}")
         if failures:
             raise CommandError(f"{failures} key check(s) failed.")

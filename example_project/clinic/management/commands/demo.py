@@ -58,7 +58,7 @@ class Command(BaseCommand):
         with connection.cursor() as cursor:
             cursor.execute(f"UPDATE {table} SET ssn = %s WHERE id = %s", [connection.Database.Binary(raw_rows[first.pk][1]), second.pk])
         try:
-            Patient.objects.get(pk=second.pk)
+            Patient.objects.get(pk=second.pk).ssn  # decrypted on first access
         except DecryptionError as err:
             self.stdout.write(f"  an x-ray copied into the ssn column: DecryptionError: {err}")
         Patient.objects.filter(pk=second.pk).delete()

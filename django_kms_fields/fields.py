@@ -85,13 +85,13 @@ class PendingDecryption:
         self.message = message
 
     def decrypt(self, pk: object = None) -> Any:
-        return self.field.decrypt_message(self.message, pk)
+        return self.field.decrypt_message(bytes(self.message), pk)
 
     def __repr__(self) -> str:
         return f"<PendingDecryption of {self.field.model._meta.label}.{self.field.name}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (PendingDecryption, (self.field, self.message))
+        return (PendingDecryption, (self.field, bytes(self.message)))
 
 
 class DecryptingAttribute(DeferredAttribute):
@@ -106,16 +106,33 @@ class DecryptingAttribute(DeferredAttribute):
             instance.__dict__[self.field.attname] = value
         return value
 
+    def __init__(self, field: models.Field) -> None:
+        super().__init__(field)
+        self.attname = field.attname
+
     # A data descriptor, so that reads always come through __get__ even once the value is in __dict__.
+    # Model.__init__ calls this for every row loaded.
     def __set__(self, instance: Any, value: Any) -> None:
-        instance.__dict__[self.field.attname] = value
+        instance.__dict__[self.attname] = value
 
 
 class _LazyDecryptionCol(Col):
     """The column of an encrypted field selected to build model instances: converts to PendingDecryption."""
 
     def get_db_converters(self, connection: BaseDatabaseWrapper) -> list[Any]:
-        return [self.target.pending_from_db_value]
+        return [_pending_from_db_value]
+
+
+def _pending_from_db_value(
+    value: Any, expression: _LazyDecryptionCol, connection: Any, _new: Any = object.__new__
+) -> PendingDecryption | None:
+    # Runs once per row loaded: kept to the bare minimum (no __init__ call, no copy of the bytes).
+    if value is None:
+        return None
+    pending = _new(PendingDecryption)
+    pending.field = expression.target
+    pending.message = value
+    return pending
 
 
 class EncryptedFieldMixin(models.Field):
@@ -234,11 +251,6 @@ class EncryptedFieldMixin(models.Field):
         if value is None:
             return None
         return self.decrypt_message(bytes(value))
-
-    def pending_from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
-        if value is None:
-            return None
-        return PendingDecryption(self, bytes(value))
 
     # -- lazy decryption --------------------------------------------------------------------------
 

@@ -431,9 +431,13 @@ def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionS
 # --- the public operations ----------------------------------------------------------------------------
 
 
+def _where(binding: FieldBinding, pk: object) -> str:
+    """How error messages name the value: model and field, and the row when it is known."""
+    return binding.description if pk is None else f"{binding.description} (pk={pk!r})"
+
+
 def _located(err: KMSFieldsError, binding: FieldBinding, pk: object) -> KMSFieldsError:
-    where = binding.description if pk is None else f"{binding.description} (pk={pk!r})"
-    located = type(err)(f"{where}: {err}")
+    located = type(err)(f"{_where(binding, pk)}: {err}")
     located.__cause__ = err.__cause__
     return located
 
@@ -477,9 +481,8 @@ def decrypt(message: bytes, keyring: KeyringConfig, binding: FieldBinding, pk: o
     except Exception as err:
         # A hostile value can fail anywhere in the SDK's parser, with the SDK's own errors or with
         # struct/ValueError/cryptography ones. The type is named, never the bytes.
-        where = binding.description if pk is None else f"{binding.description} (pk={pk!r})"
         raise DecryptionError(
-            f"{where}: the stored value is not a valid encrypted message for this field "
+            f"{_where(binding, pk)}: the stored value is not a valid encrypted message for this field "
             f"({type(err).__name__})."
         ) from err
     return plaintext

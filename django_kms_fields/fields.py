@@ -103,7 +103,7 @@ class DecryptingAttribute(DeferredAttribute):
         value = super().__get__(instance, cls)
         if isinstance(value, PendingDecryption):
             value = value.decrypt(pk=instance.pk)
-            instance.__dict__[self.field.attname] = value
+            instance.__dict__[self.attname] = value
         return value
 
     def __init__(self, field: models.Field) -> None:

@@ -112,15 +112,27 @@ def encrypted_fields(labels: list[str]) -> list[tuple[type[models.Model], Encryp
     return found
 
 
-def _shard_sql(model: type[models.Model], shard: tuple[int, int] | None, qn: Callable[[str], str]) -> tuple[str, list[Any]]:
-    if shard is None:
-        return "", []
-    if model._meta.pk.get_internal_type() not in _INTEGER_PKS:
-        raise ValueError(f"{model._meta.label} has a non-integer primary key; --shard needs an integer one.")
-    index, count = shard
-    # SQL's % keeps the dividend's sign; adding N once more puts negative keys in a shard too.
-    pk_column = qn(model._meta.pk.column)
-    return f" AND ((({pk_column} %% %s) + %s) %% %s) = %s", [count, count, count, index]
+def _row_filter(
+    model: type[models.Model],
+    column: str,
+    *,
+    shard: tuple[int, int] | None,
+    only_null: str | None,
+    qn: Callable[[str], str],
+) -> tuple[str, list[Any]]:
+    """The WHERE condition (and its parameters) of the rows a rewrite visits, for counting and reading."""
+    condition, params = f"{qn(column)} IS NOT NULL", []
+    if only_null is not None:
+        condition += f" AND {qn(only_null)} IS NULL"
+    if shard is not None:
+        if model._meta.pk.get_internal_type() not in _INTEGER_PKS:
+            raise ValueError(f"{model._meta.label} has a non-integer primary key; --shard needs an integer one.")
+        index, count = shard
+        # SQL's % keeps the dividend's sign; adding N once more puts negative keys in a shard too.
+        pk_column = qn(model._meta.pk.column)
+        condition += f" AND ((({pk_column} %% %s) + %s) %% %s) = %s"
+        params = [count, count, count, index]
+    return condition, params
 
 
 def _batches(
@@ -136,17 +148,14 @@ def _batches(
     connection = connections[using]
     qn = connection.ops.quote_name
     table, pk_column = qn(model._meta.db_table), qn(model._meta.pk.column)
-    shard_sql, shard_params = _shard_sql(model, shard, qn)
-    condition = f"{qn(column)} IS NOT NULL"
-    if only_null is not None:
-        condition += f" AND {qn(only_null)} IS NULL"
+    condition, condition_params = _row_filter(model, column, shard=shard, only_null=only_null, qn=qn)
     last_pk = None
     while True:
         after = "" if last_pk is None else f" AND {pk_column} > %s"
-        params = ([] if last_pk is None else [last_pk]) + shard_params
+        params = condition_params + ([] if last_pk is None else [last_pk])
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {pk_column}, {qn(column)} FROM {table} WHERE {condition}{after}{shard_sql} "
+                f"SELECT {pk_column}, {qn(column)} FROM {table} WHERE {condition}{after} "
                 f"ORDER BY {pk_column} LIMIT {int(batch_size)}",
                 params,
             )
@@ -161,10 +170,9 @@ def _count(model: type[models.Model], column: str, *, using: str, shard: tuple[i
            only_null: str | None = None) -> int:
     connection = connections[using]
     qn = connection.ops.quote_name
-    shard_sql, shard_params = _shard_sql(model, shard, qn)
-    condition = f"{qn(column)} IS NOT NULL" + (f" AND {qn(only_null)} IS NULL" if only_null else "")
+    condition, params = _row_filter(model, column, shard=shard, only_null=only_null, qn=qn)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM {qn(model._meta.db_table)} WHERE {condition}{shard_sql}", shard_params)
+        cursor.execute(f"SELECT COUNT(*) FROM {qn(model._meta.db_table)} WHERE {condition}", params)
         return cursor.fetchone()[0]
 
 
@@ -176,14 +184,15 @@ class _Swap:
     expect_null: bool = False
     source_column: str | None = None  # also require this column to still hold source_value
     source_value: Any = None
+    plaintext: bool = False  # legacy plaintext being encrypted, for the statistics
 
 
-def _write_batch(model: type[models.Model], column: str, swaps: list[_Swap], *, using: str) -> int:
-    """Applies compare-and-swap updates in one short transaction; returns how many rows changed."""
+def _write_batch(model: type[models.Model], column: str, swaps: list[_Swap], *, using: str) -> list[_Swap]:
+    """Applies compare-and-swap updates in one short transaction; returns the swaps that landed."""
     connection = connections[using]
     qn = connection.ops.quote_name
     binary = connection.Database.Binary
-    written = 0
+    landed = []
     with transaction.atomic(using=using), connection.cursor() as cursor:
         for swap in swaps:
             guards, params = [], [binary(swap.new), swap.pk]
@@ -206,8 +215,9 @@ def _write_batch(model: type[models.Model], column: str, swaps: list[_Swap], *, 
                 f"WHERE {qn(model._meta.pk.column)} = %s AND " + " AND ".join(guards),
                 params,
             )
-            written += cursor.rowcount
-    return written
+            if cursor.rowcount == 1:
+                landed.append(swap)
+    return landed
 
 
 def reencrypt_column(
@@ -233,7 +243,7 @@ def reencrypt_column(
     total = _count(model, field.column, using=using, shard=shard)
     started = time.monotonic()
     for rows in _batches(model, field.column, using=using, batch_size=batch_size, shard=shard):
-        swaps, plaintexts = [], 0
+        swaps = []
         for pk, stored in rows:
             stored = bytes(stored)
             stats.scanned += 1
@@ -247,16 +257,14 @@ def reencrypt_column(
                     stats.plaintext += is_plaintext
                     continue
                 plaintext = stored if is_plaintext else crypto.decrypt(stored, keyring, binding, pk=pk)
-                swaps.append(_Swap(pk, crypto.encrypt(plaintext, keyring, binding), stored))
-                plaintexts += is_plaintext
+                swaps.append(_Swap(pk, crypto.encrypt(plaintext, keyring, binding), stored, plaintext=is_plaintext))
             except KMSFieldsError as err:
                 stats.fail(pk, err)
         if swaps:
-            written = _write_batch(model, field.column, swaps, using=using)
-            stats.rewritten += written
-            stats.changed_meanwhile += len(swaps) - written
-            # Which swaps lost the race is not told apart; count plaintext only when none did.
-            stats.plaintext += plaintexts if written == len(swaps) else 0
+            landed = _write_batch(model, field.column, swaps, using=using)
+            stats.rewritten += len(landed)
+            stats.changed_meanwhile += len(swaps) - len(landed)
+            stats.plaintext += sum(swap.plaintext for swap in landed)
         progress(Progress(label, stats.scanned, total, time.monotonic() - started))
     return stats
 
@@ -302,9 +310,9 @@ def copy_plaintext_column(
                 continue
             swaps.append(_Swap(pk, message, None, expect_null=True, source_column=source_field.column, source_value=value))
         if swaps:
-            written = _write_batch(model, target_field.column, swaps, using=using)
-            stats.rewritten += written
-            stats.changed_meanwhile += len(swaps) - written
+            landed = _write_batch(model, target_field.column, swaps, using=using)
+            stats.rewritten += len(landed)
+            stats.changed_meanwhile += len(swaps) - len(landed)
         progress(Progress(f"{model._meta.label}.{target}", stats.scanned, total, time.monotonic() - started))
     if stats.failed and raise_on_failure:
         raise RewriteIncomplete(

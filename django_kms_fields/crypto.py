@@ -466,6 +466,7 @@ def decrypt(message: bytes, keyring: KeyringConfig, binding: FieldBinding, pk: o
     sdk_client, manager = _sdk_objects(keyring)
     bound = _FieldBoundMaterialsManager(manager, encryption_context_for(keyring, binding))
     source = io.BytesIO(message)
+    decryptor = None
     try:
         # Not a ``with`` block: on failure the SDK's __exit__ logs a second, misleading traceback
         # ("Footer not read") at ERROR level.
@@ -485,6 +486,11 @@ def decrypt(message: bytes, keyring: KeyringConfig, binding: FieldBinding, pk: o
             f"{_where(binding, pk)}: the stored value is not a valid encrypted message for this field "
             f"({type(err).__name__})."
         ) from err
+    finally:
+        if decryptor is not None and not decryptor.closed:
+            # The SDK's close() raises "Footer not read" for a message that failed part-way; left to
+            # the garbage collector, Python 3.13 reports that as an unraisable exception.
+            io.IOBase.close(decryptor)
     return plaintext
 
 

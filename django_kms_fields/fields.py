@@ -23,8 +23,10 @@ from django.db.models.expressions import Case, Col, Value, When
 from django.db.models.functions import Cast
 from django.db.models.lookups import Lookup
 from django.db.models.query_utils import DeferredAttribute
+from django.db.models.sql.compiler import SQLCompiler
 
 from . import conf, crypto
+from .compat import BinaryPlaceholderHook
 from .exceptions import DecryptionError, EncryptedLookupError, EncryptionError
 from .forms import BinaryUploadField
 
@@ -135,7 +137,23 @@ def _pending_from_db_value(
     return pending
 
 
-class EncryptedFieldMixin(models.Field):
+_DEFAULT_COLUMNS_CODE = SQLCompiler.get_default_columns.__code__
+# get_default_columns -> [a user's get_col override calling super() ...] -> our get_col.
+_CALLER_FRAMES_SEARCHED = 4
+
+
+def _called_from_default_columns() -> bool:
+    frame = sys._getframe(2)
+    for _ in range(_CALLER_FRAMES_SEARCHED):
+        if frame is None:
+            return False
+        if frame.f_code is _DEFAULT_COLUMNS_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class EncryptedFieldMixin(BinaryPlaceholderHook, models.Field):
     """The Django hooks shared by both encrypted fields.
 
     ``keyring`` names a keyring of ``KMS_FIELDS``. ``binding`` pins the label written into each
@@ -176,11 +194,9 @@ class EncryptedFieldMixin(models.Field):
     def get_internal_type(self) -> str:
         return "BinaryField"
 
-    def get_placeholder(self, value: Any, compiler: Any, connection: BaseDatabaseWrapper) -> str:
-        # QuerySet.update() hands resolved expressions here, and nowhere else before compiling them.
+    def check_placeholder_value(self, value: Any) -> None:
         if hasattr(value, "as_sql"):
             self._refuse_unencrypted_expression(value)
-        return connection.ops.binary_placeholder_sql(value)
 
     # -- encryption -------------------------------------------------------------------------------
 
@@ -259,10 +275,9 @@ class EncryptedFieldMixin(models.Field):
     def get_col(self, alias: str, output_field: models.Field | None = None) -> Col:
         # Django gives a field no way to tell whether its column will build model instances or
         # values() rows. The columns that build instances (including select_related ones) all come
-        # from SQLCompiler.get_default_columns(), once per query, so that caller is recognised by
-        # name. Should a Django release rename it, values are decrypted eagerly: slower, never wrong.
-        caller = sys._getframe(1).f_code
-        if caller.co_name == "get_default_columns" and output_field in (None, self):
+        # from SQLCompiler.get_default_columns(), so that caller is recognised by its code object.
+        # Should a Django release change it, values are decrypted eagerly: slower, never wrong.
+        if output_field in (None, self) and _called_from_default_columns():
             if alias == self.model._meta.db_table:
                 return self.cached_lazy_col
             return _LazyDecryptionCol(alias, self)

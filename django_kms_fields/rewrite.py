@@ -23,6 +23,7 @@ from django.db import connections, models, router, transaction
 
 from . import conf, crypto
 from .exceptions import KMSFieldsError
+from .compat import binary_placeholder
 from .fields import EncryptedFieldMixin
 
 __all__ = [
@@ -199,7 +200,7 @@ def _write_batch(model: type[models.Model], column: str, swaps: list[_Swap], *, 
             if swap.expect_null:
                 guards.append(f"{qn(column)} IS NULL")
             else:
-                guards.append(f"{qn(column)} = {connection.ops.binary_placeholder_sql(swap.expected)}")
+                guards.append(f"{qn(column)} = {binary_placeholder(connection, swap.expected)}")
                 params.append(binary(swap.expected))
             if swap.source_column is not None:
                 if isinstance(swap.source_value, str):
@@ -208,10 +209,10 @@ def _write_batch(model: type[models.Model], column: str, swaps: list[_Swap], *, 
                     guards.append(f"{compare} = %s")
                     params.append(swap.source_value)
                 else:
-                    guards.append(f"{qn(swap.source_column)} = {connection.ops.binary_placeholder_sql(swap.source_value)}")
+                    guards.append(f"{qn(swap.source_column)} = {binary_placeholder(connection, swap.source_value)}")
                     params.append(binary(swap.source_value))
             cursor.execute(
-                f"UPDATE {qn(model._meta.db_table)} SET {qn(column)} = {connection.ops.binary_placeholder_sql(swap.new)} "
+                f"UPDATE {qn(model._meta.db_table)} SET {qn(column)} = {binary_placeholder(connection, swap.new)} "
                 f"WHERE {qn(model._meta.pk.column)} = %s AND " + " AND ".join(guards),
                 params,
             )

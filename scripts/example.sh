@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs the example project end to end, offline: a virtualenv in .venv with the package, a local KMS
-# endpoint (moto's server) on 127.0.0.1, two keys on it, migrations, system checks and the demo.
+# Runs the example project end to end, offline, on the newest supported Django line: a virtualenv in
+# .venv with the package, a local KMS endpoint (moto's server) on 127.0.0.1, two keys on it,
+# migrations, system checks and the demo.
 # Set KMS_FIELDS_KEY_ARN (and AWS credentials) beforehand to run against real AWS instead.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$root/scripts/_env.sh"
+newest=${SUPPORTED_DJANGO_LINES[-1]}
 venv_dir=${VENV_DIR:-$root/.venv}
-source "$root/scripts/_env.sh" "$venv_dir" example
+make_venv "$venv_dir" "$newest" example
 python=$venv_dir/bin/python
 cd "$root/example_project"
 

@@ -1,21 +1,19 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on SQLite, PostgreSQL and MariaDB (or the ones named as arguments).
-# On a fresh machine it installs what it needs: the MariaDB client headers (apt, as root), a
-# virtualenv in .venv with the test extra, and it starts the local database servers if they are down.
-# DJANGO_SPEC picks the Django release line (default: the newest the package allows).
+# Runs the whole test suite on SQLite, PostgreSQL and MariaDB (or the ones named as arguments), on
+# every supported Django line (or those in DJANGO_LINES, say DJANGO_LINES="6.1"), each in its own
+# virtualenv .venv-django-<line> on the Python that line is tested with. On a fresh machine it installs
+# what it needs: the MariaDB client headers (apt, as root), the virtualenvs (prepared side by side),
+# and it starts the local database servers if they are down.
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$root"
 
 databases=("$@")
 [ ${#databases[@]} -gt 0 ] || databases=(sqlite postgresql mariadb)
-venv_dir=${VENV_DIR:-$root/.venv}
+read -r -a lines <<<"${DJANGO_LINES:-${SUPPORTED_DJANGO_LINES[*]}}"
 
-needs_mariadb=false
-for db in "${databases[@]}"; do [ "$db" = mariadb ] && needs_mariadb=true; done
-
-# mysqlclient compiles against the MariaDB client library.
-if $needs_mariadb && ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-config --exists mysqlclient 2>/dev/null; then
+# mysqlclient compiles against the MariaDB client library, whichever database runs.
+if ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-config --exists mysqlclient 2>/dev/null; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config >/dev/null
@@ -25,11 +23,22 @@ if $needs_mariadb && ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-confi
     fi
 fi
 
-extra_packages=()
-[ -n "${DJANGO_SPEC:-}" ] && extra_packages+=("$DJANGO_SPEC")
-source "$root/scripts/_env.sh" "$venv_dir" test "${extra_packages[@]}"
+# The virtualenvs are mostly download and compile time: prepared in parallel, each logging to a file.
+logs=$(mktemp -d)
+pids=()
+for line in "${lines[@]}"; do
+    make_venv "$root/.venv-django-$line" "$line" test >"$logs/$line.log" 2>&1 &
+    pids+=($!)
+done
+for i in "${!lines[@]}"; do
+    if ! wait "${pids[$i]}"; then
+        cat "$logs/${lines[$i]}.log" >&2
+        echo "could not prepare the virtualenv for Django ${lines[$i]}" >&2
+        exit 1
+    fi
+done
 
-port_open() { "$venv_dir/bin/python" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2)" "$1" 2>/dev/null; }
+port_open() { python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2)" "$1" 2>/dev/null; }
 wait_for_port() {
     for _ in $(seq 1 30); do port_open "$1" && return 0; sleep 1; done
     echo "nothing answers on 127.0.0.1:$1" >&2
@@ -50,11 +59,13 @@ for db in "${databases[@]}"; do
     esac
 done
 
-"$venv_dir/bin/python" -c "import django; print('Django', django.get_version())"
 status=0
-for db in "${databases[@]}"; do
-    echo "=== tests on $db"
-    # Three workers on two cores: many tests wait on timeouts at the local KMS, not on the CPU.
-    KMS_FIELDS_TEST_DATABASE=$db "$venv_dir/bin/python" -m pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-3}" || status=1
+for line in "${lines[@]}"; do
+    python=$root/.venv-django-$line/bin/python
+    for db in "${databases[@]}"; do
+        echo "=== $("$python" -c "import django, platform; print(f'Django {django.get_version()}, Python {platform.python_version()}')"), $db"
+        # Workers beyond the two cores: most tests wait on the local KMS or on timeouts, not the CPU.
+        KMS_FIELDS_TEST_DATABASE=$db "$python" -m pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-4}" || status=1
+    done
 done
 exit $status

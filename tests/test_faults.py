@@ -97,15 +97,10 @@ def test_latency_beyond_the_read_timeout_is_retried_then_unavailable(settings, k
 # --- the bound ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {},  # the defaults: 5 s connect, 8 s read, 3 attempts; bound 42 s, about 24 s spent here
-        {"CONNECT_TIMEOUT": 1, "READ_TIMEOUT": 0.5, "MAX_ATTEMPTS": 3},
-    ],
-    ids=["defaults", "tight"],
-)
-def test_a_silent_kms_fails_inside_the_documented_bound(settings, keys, local_kms, options):
+def test_a_silent_kms_fails_inside_the_documented_bound(settings, keys, local_kms):
+    # Tight settings prove the same formula the README gives for the defaults (5 s connect, 8 s read,
+    # 3 attempts: 42 s) without waiting 24 s; test_settings proves the defaults reach the client.
+    options = {"CONNECT_TIMEOUT": 1, "READ_TIMEOUT": 0.5, "MAX_ATTEMPTS": 3}
     from tests.kms import KMSFront
 
     front = KMSFront(local_kms, hold_seconds=30).start()

@@ -11,7 +11,7 @@ from django_kms_fields.fields import PendingDecryption
 from tests.conftest import keyring
 from tests.test_errors import write_raw
 from tests.test_round_trip import stored
-from tests.testapp.models import Patient
+from tests.testapp.models import Patient, Referral
 
 pytestmark = pytest.mark.django_db
 
@@ -42,6 +42,22 @@ def test_loading_instances_decrypts_nothing_until_an_attribute_is_read(uncached,
     assert len(decrypts(kms_calls)) == 1
     assert [p.name for p in patients] == ["p0", "p1", "p2"]
     assert len(decrypts(kms_calls)) == 1
+
+
+def test_select_related_columns_and_a_subclass_overriding_get_col_stay_lazy(uncached, kms_calls):
+    # Guards the Django internal lazy decryption relies on (SQLCompiler.get_default_columns calling
+    # Field.get_col), on every Django line CI runs.
+    patient = Patient.objects.create(name="p", ssn="ssn-p")
+    Referral.objects.create(patient=patient, reason="cardiology")
+    kms_calls.clear()
+
+    referral = Referral.objects.select_related("patient").get()
+
+    assert isinstance(referral.__dict__["reason"], PendingDecryption)
+    assert isinstance(referral.patient.__dict__["ssn"], PendingDecryption)
+    assert decrypts(kms_calls) == []
+    assert (referral.reason, referral.patient.ssn) == ("cardiology", "ssn-p")
+    assert len(decrypts(kms_calls)) == 2
 
 
 def test_values_and_annotations_are_plaintext_at_once(uncached, kms_calls):

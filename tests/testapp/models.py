@@ -32,3 +32,17 @@ class LegacyRecord(models.Model):
     scan = EncryptedBinaryField(null=True, accept_plaintext=True)  # was a plain BinaryField
     ssn = models.TextField(null=True)  # the old plaintext column
     ssn_encrypted = EncryptedTextField(null=True)  # its encrypted successor
+
+
+class AuditedTextField(EncryptedTextField):
+    """A user's own subclass that overrides ``get_col`` and calls ``super()``: laziness must survive it."""
+
+    def get_col(self, alias, output_field=None):
+        return super().get_col(alias, output_field)
+
+
+class Referral(models.Model):
+    """Reached through ``select_related``, whose columns are loaded lazily too."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="referrals")
+    reason = AuditedTextField()

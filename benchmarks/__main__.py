@@ -57,10 +57,10 @@ def timed(function) -> float:
 def warm_up(model) -> None:
     """Build the contender's KMS client before timing: a process pays that once, not per save."""
     from django_kms_fields import clients, conf
-    from django_kms_fields.fields import EncryptedFieldMixin
+    from django_kms_fields.fields import EncryptedField
 
     field = model._meta.get_field("value")
-    if isinstance(field, EncryptedFieldMixin):
+    if isinstance(field, EncryptedField):
         clients.kms_client(conf.get_keyring(field.keyring), "eu-west-1")
 
 

@@ -36,10 +36,6 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._trial_in_flight = False
 
-    @property
-    def is_open(self) -> bool:
-        return self._opened_at is not None
-
     def admit(self) -> None:
         """Let a KMS call through, or raise ``KMSCircuitOpenError`` at once."""
         if self.threshold is None:

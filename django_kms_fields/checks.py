@@ -1,8 +1,8 @@
 """System checks for ``KMS_FIELDS``; field-level checks live on the fields themselves.
 
-Ids are never reused. E001-E016 come from ``conf.settings_problems()``, so the check and the error
-raised at the first use of a broken keyring say the same thing; E020-E021 are field checks; W001 is the
-logging warning below.
+One id names one problem, and ids are never reused. The settings ids (E001-E019, E022-E029) come from
+``validation.settings_problems()``, so the check and the error raised at the first use of a broken
+keyring say the same thing; E020-E021 are field checks; W001 is the logging warning below.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core import checks
 
-from . import conf
+from . import validation
 
 __all__ = ["check_settings", "check_botocore_logging"]
 
@@ -22,7 +22,7 @@ BOTOCORE_LOGGERS = ("botocore", "botocore.endpoint", "botocore.parsers", "botoco
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     return [
         checks.Error(problem.msg, hint=problem.hint, id=f"kms_fields.{problem.id}")
-        for problem in conf.settings_problems()
+        for problem in validation.settings_problems()
     ]
 
 

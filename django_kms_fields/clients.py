@@ -1,26 +1,79 @@
-"""The only place that creates boto3 sessions and KMS clients.
+"""The only place that creates boto3 sessions and KMS clients, and the owner of one KMS call.
 
 One client per keyring and region, built from the keyring's settings: timeouts, total attempts, retry
 mode, endpoint, profile and any extra botocore ``Config`` options. boto3 clients are thread safe and
 expensive to build, so they are shared by every thread; boto3 sessions are not thread safe, so they are
 only touched under a lock. A change to ``KMS_FIELDS`` drops them all.
+
+``kms_operation`` guards every KMS call the app makes: circuit breaker, timing, the ``kms_call`` signal
+and the translation of botocore and SDK failures into this app's errors.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
+from aws_encryption_sdk.exceptions import DecryptKeyError, EncryptKeyError, GenerateKeyError
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ProfileNotFound
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
 
-from . import conf
+from . import breakers, conf
 from .conf import KeyringConfig
-from .exceptions import KMSFieldsConfigurationError
+from .exceptions import (
+    DecryptionError,
+    KMSCircuitOpenError,
+    KMSFieldsConfigurationError,
+    KMSFieldsError,
+    KMSRequestError,
+    KMSUnavailableError,
+)
+from .signals import kms_call
 
-__all__ = ["kms_client", "client_config", "attempts_sent", "worst_case_call_seconds"]
+__all__ = [
+    "kms_client",
+    "client_config",
+    "attempts_sent",
+    "worst_case_call_seconds",
+    "kms_operation",
+    "translate_kms_error",
+]
+
+logger = logging.getLogger("django_kms_fields")
+
+# KMS error codes that mean "try again later" rather than "no".
+_TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "KMSInternalException",
+        "DependencyTimeoutException",
+        "InternalFailure",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+# The wrapped data key in the message is not one KMS made for this key and context: the stored
+# value was tampered with, not refused.
+_INVALID_CIPHERTEXT_CODES = frozenset({"InvalidCiphertextException"})
 
 _clients: conf.KeyringCache[BaseClient] = conf.KeyringCache()
 
@@ -73,16 +126,19 @@ def _build_client(keyring: KeyringConfig, region: str) -> BaseClient:
     except ProfileNotFound as err:
         raise KMSFieldsConfigurationError(
             f"KMS_FIELDS[{keyring.alias!r}]['PROFILE_NAME'] names AWS profile {keyring.profile_name!r}, "
-            "which is not in the AWS config files."
+            "which does not exist in the AWS config files; create it, or fix or remove PROFILE_NAME.",
+            region=region,
+            code="ProfileNotFound",
         ) from err
     except BotoCoreError as err:
         raise KMSFieldsConfigurationError(
-            f"Could not build a KMS client for keyring {keyring.alias!r} in {region}: {err}"
+            f"Could not build a KMS client for keyring {keyring.alias!r} in {region}: {err}",
+            region=region,
+            code=type(err).__name__,
         ) from err
     # "before-send" fires once per HTTP attempt, so retries are counted where they happen.
     client.meta.events.register("before-send.kms", _count_attempt)
     return client
-
 
 
 def worst_case_call_seconds(keyring: KeyringConfig) -> float:
@@ -96,3 +152,105 @@ def worst_case_call_seconds(keyring: KeyringConfig) -> float:
     """
     backoff = sum(min(2 ** (retry - 1), 20) for retry in range(1, keyring.max_attempts))
     return keyring.max_attempts * (keyring.connect_timeout + keyring.read_timeout) + backoff
+
+
+def translate_kms_error(err: Exception, operation: str, key_arn: str, region: str) -> KMSFieldsError:
+    """Our error for a botocore failure of one KMS operation; the caller chains it to ``err``."""
+    where = f"KMS {operation} with key {key_arn}"
+    about = {"operation": operation, "key_arn": key_arn, "region": region}
+    if isinstance(err, ClientError):
+        error = err.response.get("Error", {})
+        code = error.get("Code", "Unknown")
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        detail = f"{code}: {error.get('Message', '')}".rstrip(": ")
+        if code in _TRANSIENT_ERROR_CODES or status >= 500:
+            return KMSUnavailableError(f"{where} kept failing ({detail}).", code=code, **about)
+        if code in _INVALID_CIPHERTEXT_CODES:
+            return DecryptionError(f"{where}: KMS rejected the stored wrapped data key ({code}).", code=code, **about)
+        return KMSRequestError(f"{where} was refused by KMS ({detail}).", code=code, **about)
+    code = type(err).__name__
+    if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
+        return KMSFieldsConfigurationError(
+            f"{where}: no usable AWS credentials ({err}). Configure credentials for the process, or "
+            "PROFILE_NAME for the keyring.",
+            code=code,
+            **about,
+        )
+    return KMSUnavailableError(f"{where} could not reach KMS in {region}: {err}", code=code, **about)
+
+
+@contextmanager
+def kms_operation(operation: str, key_arn: str, region: str, keyring: KeyringConfig) -> Iterator[None]:
+    """Guards one KMS operation with the circuit breaker, times and reports it, and translates its failure.
+
+    The SDK wraps a ``ClientError`` in its own Generate/Encrypt/DecryptKeyError (as ``__cause__``) and
+    lets network errors through bare; either way the botocore exception decides the kind of failure.
+    """
+    breaker = breakers.breaker_for(keyring, region)
+    attempts_before = attempts_sent()
+    started = time.monotonic()
+    outcome = "ok"
+    try:
+        breaker.admit()
+        try:
+            yield
+        except (GenerateKeyError, EncryptKeyError, DecryptKeyError, BotoCoreError, ClientError) as err:
+            cause = err if isinstance(err, (BotoCoreError, ClientError)) else err.__cause__
+            raise _translate_call_failure(err, cause, operation, key_arn, region) from (cause or err)
+    except BaseException as err:
+        outcome = type(err).__name__
+        _record_outcome(breaker, err)
+        raise
+    else:
+        breaker.record_answer()
+    finally:
+        duration = time.monotonic() - started
+        attempts = attempts_sent() - attempts_before
+        logger.info(
+            "KMS %s key=%s region=%s attempts=%s duration_ms=%.1f outcome=%s",
+            operation, key_arn, region, attempts, duration * 1000, outcome,
+        )
+        _report(
+            sender=keyring.alias, operation=operation, key_arn=key_arn, region=region,
+            attempts=attempts, duration=duration, outcome=outcome,
+        )
+
+
+def _translate_call_failure(
+    err: Exception, cause: BaseException | None, operation: str, key_arn: str, region: str
+) -> KMSFieldsError:
+    if isinstance(cause, Exception):
+        return translate_kms_error(cause, operation, key_arn, region)
+    # The SDK refused KMS's answer itself (a plaintext key of the wrong length, another key id).
+    return KMSRequestError(
+        f"KMS {operation} with key {key_arn} gave an answer the AWS Encryption SDK rejected.",
+        operation=operation, key_arn=key_arn, region=region, code=type(err).__name__,
+    )
+
+
+def _record_outcome(breaker: breakers.CircuitBreaker, err: BaseException) -> None:
+    if isinstance(err, KMSCircuitOpenError):
+        return
+    if isinstance(err, KMSUnavailableError):
+        breaker.record_failure()
+    elif isinstance(err, KMSFieldsError) and not isinstance(err, KMSFieldsConfigurationError):
+        breaker.record_answer()  # KMS answered, with a refusal
+    else:
+        # No KMS outcome (missing credentials, a bug, a KeyboardInterrupt, a worker timeout): it must
+        # not leave a half-open breaker waiting forever for its trial call to report.
+        breaker.record_no_call()
+
+
+def _report(sender: str, **kwargs: Any) -> None:
+    # send_robust: a receiver that raises must neither replace the real KMS outcome nor fail a write
+    # that succeeded. The signal carries no secret, but the receiver's error text is its own: only
+    # its type is logged.
+    for receiver, result in kms_call.send_robust(sender=sender, **kwargs):
+        if isinstance(result, Exception):
+            logger.error(
+                "A kms_call receiver (%s) raised %s; the KMS %s call itself %s.",
+                getattr(receiver, "__qualname__", repr(receiver)),
+                type(result).__name__,
+                kwargs["operation"],
+                "succeeded" if kwargs["outcome"] == "ok" else f"failed ({kwargs['outcome']})",
+            )

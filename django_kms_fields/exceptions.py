@@ -21,7 +21,38 @@ __all__ = [
 
 
 class KMSFieldsError(Exception):
-    """Base of every error raised by django-kms-fields."""
+    """Base of every error raised by django-kms-fields.
+
+    Errors about one KMS call carry it as data, so that callers (and the deploy check) decide from
+    attributes, never from the message text: ``operation`` (``"GenerateDataKey"``, ``"Encrypt"``,
+    ``"Decrypt"``, ``"DescribeKey"``), ``key_arn``, ``region`` and ``code``, the KMS or botocore error
+    code (``"AccessDeniedException"``, ``"ReadTimeoutError"``...). Each is ``None`` where it does not
+    apply.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        operation: str | None = None,
+        key_arn: str | None = None,
+        region: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.key_arn = key_arn
+        self.region = region
+        self.code = code
+
+    def with_prefix(self, prefix: str) -> KMSFieldsError:
+        """The same error, of the same class and with the same data, its message led by ``prefix``."""
+        located = type(self)(
+            f"{prefix}: {self}", operation=self.operation, key_arn=self.key_arn, region=self.region, code=self.code
+        )
+        located.__cause__ = self.__cause__
+        located.__suppress_context__ = True
+        return located
 
 
 class KMSFieldsConfigurationError(KMSFieldsError, ImproperlyConfigured):

@@ -10,7 +10,6 @@ expressions that would write anything but an encrypted value.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections import Counter
 from functools import cached_property
@@ -22,15 +21,14 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.expressions import Case, Col, Value, When
 from django.db.models.functions import Cast
 from django.db.models.lookups import Lookup
-from django.db.models.query_utils import DeferredAttribute
-from django.db.models.sql.compiler import SQLCompiler
 
-from . import conf, crypto
+from . import conf, crypto, headers, lookups
 from .compat import BinaryPlaceholderHook
-from .exceptions import DecryptionError, EncryptedLookupError, EncryptionError
+from .exceptions import DecryptionError, EncryptionError
 from .forms import BinaryUploadField
+from .lazy import DecryptingAttribute, LazyDecryptionCol, PendingDecryption, called_from_default_columns
 
-__all__ = ["EncryptedTextField", "EncryptedBinaryField", "PendingDecryption"]
+__all__ = ["EncryptedField", "EncryptedTextField", "EncryptedBinaryField", "PendingDecryption", "EncryptedFieldMixin"]
 
 logger = logging.getLogger("django_kms_fields")
 
@@ -39,122 +37,12 @@ _legacy_plaintext_reads: Counter[str] = Counter()
 _legacy_plaintext_lock = threading.Lock()
 
 
-def _lookup_refusal(field: models.Field, lookup_name: str) -> EncryptedLookupError:
-    return EncryptedLookupError(
-        f"{field.model._meta.label}.{field.name} is encrypted, so the database cannot compare its "
-        f"contents: the '{lookup_name}' lookup is not supported (only 'isnull' is). Each value is "
-        "encrypted with its own data key and nonce, so equal values never have equal ciphertexts. Filter "
-        "on another column, or store a keyed hash (HMAC) of the value in a separate indexed column and "
-        "look that up."
-    )
+class EncryptedField(BinaryPlaceholderHook, models.Field):
+    """The base class of every encrypted field; subclass it for your own encrypted types.
 
-
-class _NoneOnlyLookup(Lookup):
-    """``field=None`` must keep working: Django turns it into ``isnull`` after building the lookup."""
-
-    can_use_none_as_rhs = False
-
-    def __init__(self, lhs: Any, rhs: Any) -> None:
-        if rhs is not None:
-            raise _lookup_refusal(lhs.output_field, self.lookup_name)
-        super().__init__(lhs, rhs)
-
-
-class _NoneOnlyExact(_NoneOnlyLookup):
-    lookup_name = "exact"
-
-
-class _NoneOnlyIExact(_NoneOnlyLookup):
-    lookup_name = "iexact"
-
-
-_NONE_ONLY_LOOKUPS = {"exact": _NoneOnlyExact, "iexact": _NoneOnlyIExact}
-
-
-class PendingDecryption:
-    """A stored message loaded into a model instance and not decrypted yet.
-
-    Loading rows as model instances leaves each encrypted value in this form; the field's descriptor
-    decrypts it on first access, once, knowing the instance's pk for error messages. Saving an instance
-    whose value was never read writes the same message back without a KMS call. It never shows the
-    message's bytes in ``repr`` or ``str``.
-    """
-
-    __slots__ = ("field", "message")
-
-    def __init__(self, field: EncryptedFieldMixin, message: bytes) -> None:
-        self.field = field
-        self.message = message
-
-    def decrypt(self, pk: object = None) -> Any:
-        return self.field.decrypt_message(bytes(self.message), pk)
-
-    def __repr__(self) -> str:
-        return f"<PendingDecryption of {self.field.model._meta.label}.{self.field.name}>"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (PendingDecryption, (self.field, bytes(self.message)))
-
-
-class DecryptingAttribute(DeferredAttribute):
-    """The descriptor of an encrypted field: a deferred attribute that also decrypts on first access."""
-
-    def __get__(self, instance: Any, cls: Any = None) -> Any:
-        if instance is None:
-            return self
-        value = super().__get__(instance, cls)
-        if isinstance(value, PendingDecryption):
-            value = value.decrypt(pk=instance.pk)
-            instance.__dict__[self.attname] = value
-        return value
-
-    def __init__(self, field: models.Field) -> None:
-        super().__init__(field)
-        self.attname = field.attname
-
-    # A data descriptor, so that reads always come through __get__ even once the value is in __dict__.
-    # Model.__init__ calls this for every row loaded.
-    def __set__(self, instance: Any, value: Any) -> None:
-        instance.__dict__[self.attname] = value
-
-
-class _LazyDecryptionCol(Col):
-    """The column of an encrypted field selected to build model instances: converts to PendingDecryption."""
-
-    def get_db_converters(self, connection: BaseDatabaseWrapper) -> list[Any]:
-        return [_pending_from_db_value]
-
-
-def _pending_from_db_value(
-    value: Any, expression: _LazyDecryptionCol, connection: Any, _new: Any = object.__new__
-) -> PendingDecryption | None:
-    # Runs once per row loaded: kept to the bare minimum (no __init__ call, no copy of the bytes).
-    if value is None:
-        return None
-    pending = _new(PendingDecryption)
-    pending.field = expression.target
-    pending.message = value
-    return pending
-
-
-_DEFAULT_COLUMNS_CODE = SQLCompiler.get_default_columns.__code__
-# get_default_columns -> [a user's get_col override calling super() ...] -> our get_col.
-_CALLER_FRAMES_SEARCHED = 4
-
-
-def _called_from_default_columns() -> bool:
-    frame = sys._getframe(2)
-    for _ in range(_CALLER_FRAMES_SEARCHED):
-        if frame is None:
-            return False
-        if frame.f_code is _DEFAULT_COLUMNS_CODE:
-            return True
-        frame = frame.f_back
-    return False
-
-
-class EncryptedFieldMixin(BinaryPlaceholderHook, models.Field):
-    """The Django hooks shared by both encrypted fields.
+    A subclass inherits from this class first and from the Django field it encrypts second, and
+    defines ``to_plaintext_bytes`` (the value as the bytes to encrypt) and ``from_plaintext_bytes``
+    (the reverse). The column is binary; lookups other than ``isnull`` are refused.
 
     ``keyring`` names a keyring of ``KMS_FIELDS``. ``binding`` pins the label written into each
     message's encryption context; it defaults to ``app_label.model_name.field_name``, so a model or
@@ -228,7 +116,7 @@ class EncryptedFieldMixin(BinaryPlaceholderHook, models.Field):
             return value
         keyring = conf.get_keyring(self.keyring)
         if isinstance(value, PendingDecryption):
-            if value.field is self and crypto.is_current_message(value.message, keyring):
+            if value.field is self and headers.is_current_message(value.message, keyring):
                 return connection.Database.Binary(value.message)
             # Legacy plaintext, a message under keys rotated away from, another field's value: never
             # written back as it was.
@@ -247,7 +135,7 @@ class EncryptedFieldMixin(BinaryPlaceholderHook, models.Field):
         return value
 
     def decrypt_message(self, message: bytes, pk: object = None) -> Any:
-        if self.accept_plaintext and not crypto.looks_like_message(message):
+        if self.accept_plaintext and not headers.looks_like_message(message):
             return self._legacy_plaintext(message, pk)
         plaintext = crypto.decrypt(message, conf.get_keyring(self.keyring), self.field_binding(), pk=pk)
         return self.from_plaintext_bytes(plaintext)
@@ -277,15 +165,15 @@ class EncryptedFieldMixin(BinaryPlaceholderHook, models.Field):
         # values() rows. The columns that build instances (including select_related ones) all come
         # from SQLCompiler.get_default_columns(), so that caller is recognised by its code object.
         # Should a Django release change it, values are decrypted eagerly: slower, never wrong.
-        if output_field in (None, self) and _called_from_default_columns():
+        if output_field in (None, self) and called_from_default_columns():
             if alias == self.model._meta.db_table:
                 return self.cached_lazy_col
-            return _LazyDecryptionCol(alias, self)
+            return LazyDecryptionCol(alias, self)
         return super().get_col(alias, output_field)
 
     @cached_property
     def cached_lazy_col(self) -> Col:
-        return _LazyDecryptionCol(self.model._meta.db_table, self)
+        return LazyDecryptionCol(self.model._meta.db_table, self)
 
     def _refuse_unencrypted_expression(self, expression: Any) -> None:
         """Only expressions that produce this field's own encrypted values may be written to it.
@@ -316,14 +204,11 @@ class EncryptedFieldMixin(BinaryPlaceholderHook, models.Field):
     # -- queries ----------------------------------------------------------------------------------
 
     def get_lookup(self, lookup_name: str) -> type[Lookup] | None:
-        if lookup_name == "isnull":
-            return super().get_lookup(lookup_name)
-        if lookup_name in _NONE_ONLY_LOOKUPS:
-            return _NONE_ONLY_LOOKUPS[lookup_name]
-        raise _lookup_refusal(self, lookup_name)
+        isnull = super().get_lookup("isnull") if lookup_name == "isnull" else None
+        return lookups.lookup_for(self, lookup_name, isnull)
 
     def get_transform(self, lookup_name: str) -> Any:
-        raise _lookup_refusal(self, lookup_name)
+        raise lookups.lookup_refusal(self, lookup_name)
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -360,7 +245,11 @@ class EncryptedFieldMixin(BinaryPlaceholderHook, models.Field):
         return errors
 
 
-class EncryptedTextField(EncryptedFieldMixin, models.TextField):
+# The name of EncryptedField in release 0.1, kept so that code written against it keeps working.
+EncryptedFieldMixin = EncryptedField
+
+
+class EncryptedTextField(EncryptedField, models.TextField):
     """Text encrypted under a KMS keyring; reads give back ``str``."""
 
     description = "Text encrypted with AWS KMS"
@@ -382,7 +271,7 @@ class EncryptedTextField(EncryptedFieldMixin, models.TextField):
             ) from None
 
 
-class EncryptedBinaryField(EncryptedFieldMixin, models.BinaryField):
+class EncryptedBinaryField(EncryptedField, models.BinaryField):
     """Bytes encrypted under a KMS keyring; takes bytes, bytearray or memoryview, reads give ``bytes``.
 
     Like Django's ``BinaryField`` it is not editable in forms unless ``editable=True``; then it is a

@@ -21,10 +21,10 @@ from typing import Any
 from django.apps import apps
 from django.db import connections, models, router, transaction
 
-from . import conf, crypto
+from . import conf, crypto, headers
 from .exceptions import KMSFieldsError
 from .compat import binary_placeholder
-from .fields import EncryptedFieldMixin
+from .fields import EncryptedField
 
 __all__ = [
     "RewriteStats",
@@ -88,10 +88,10 @@ class Progress:
         return (self.total - self.done) / self.rate if self.rate > 0 else None
 
 
-def encrypted_fields(labels: list[str]) -> list[tuple[type[models.Model], EncryptedFieldMixin]]:
+def encrypted_fields(labels: list[str]) -> list[tuple[type[models.Model], EncryptedField]]:
     """The encrypted fields named by ``app_label``, ``app_label.Model`` or ``app_label.Model.field``
     (all of them when ``labels`` is empty). Raises ``LookupError`` naming what was not found."""
-    found: list[tuple[type[models.Model], EncryptedFieldMixin]] = []
+    found: list[tuple[type[models.Model], EncryptedField]] = []
     for label in labels or [config.label for config in apps.get_app_configs()]:
         parts = label.split(".")
         if len(parts) > 3:
@@ -104,7 +104,7 @@ def encrypted_fields(labels: list[str]) -> list[tuple[type[models.Model], Encryp
         for model in app_models:
             if model._meta.proxy or not model._meta.managed:
                 continue
-            fields = [f for f in model._meta.concrete_fields if isinstance(f, EncryptedFieldMixin) and f.model is model]
+            fields = [f for f in model._meta.concrete_fields if isinstance(f, EncryptedField) and f.model is model]
             if len(parts) == 3:
                 fields = [f for f in fields if f.name == parts[2]]
                 if not fields:
@@ -223,7 +223,7 @@ def _write_batch(model: type[models.Model], column: str, swaps: list[_Swap], *, 
 
 def reencrypt_column(
     model: type[models.Model],
-    field: EncryptedFieldMixin,
+    field: EncryptedField,
     *,
     batch_size: int = 500,
     dry_run: bool = False,
@@ -237,37 +237,68 @@ def reencrypt_column(
     """
     using = router.db_for_write(model)
     keyring = conf.get_keyring(field.keyring)
-    current_keys = frozenset(keyring.key_arns)
     binding = field.field_binding()
     stats = RewriteStats()
     label = f"{model._meta.label}.{field.name}"
     total = _count(model, field.column, using=using, shard=shard)
     started = time.monotonic()
     for rows in _batches(model, field.column, using=using, batch_size=batch_size, shard=shard):
-        swaps = []
-        for pk, stored in rows:
-            stored = bytes(stored)
-            stats.scanned += 1
-            is_plaintext = field.accept_plaintext and not crypto.looks_like_message(stored)
-            try:
-                if not is_plaintext and crypto.wrapping_key_arns(stored) == current_keys:
-                    stats.current += 1
-                    continue
-                if dry_run:
-                    stats.rewritten += 1
-                    stats.plaintext += is_plaintext
-                    continue
-                plaintext = stored if is_plaintext else crypto.decrypt(stored, keyring, binding, pk=pk)
-                swaps.append(_Swap(pk, crypto.encrypt(plaintext, keyring, binding), stored, plaintext=is_plaintext))
-            except KMSFieldsError as err:
-                stats.fail(pk, err)
-        if swaps:
-            landed = _write_batch(model, field.column, swaps, using=using)
-            stats.rewritten += len(landed)
-            stats.changed_meanwhile += len(swaps) - len(landed)
-            stats.plaintext += sum(swap.plaintext for swap in landed)
+        swaps = [
+            swap
+            for pk, stored in rows
+            if (swap := _reencryption(field, keyring, binding, pk, bytes(stored), stats, dry_run)) is not None
+        ]
+        _land(model, field.column, swaps, stats, using=using)
         progress(Progress(label, stats.scanned, total, time.monotonic() - started))
     return stats
+
+
+def _reencryption(
+    field: EncryptedField, keyring: conf.KeyringConfig, binding: crypto.FieldBinding, pk: Any, stored: bytes,
+    stats: RewriteStats, dry_run: bool,
+) -> _Swap | None:
+    """The swap that brings one stored value under the current keys, or None (counted in ``stats``)."""
+    stats.scanned += 1
+    is_plaintext = field.accept_plaintext and not headers.looks_like_message(stored)
+    try:
+        if not is_plaintext and headers.wrapping_key_arns(stored) == frozenset(keyring.key_arns):
+            stats.current += 1
+            return None
+        if dry_run:
+            stats.rewritten += 1
+            stats.plaintext += is_plaintext
+            return None
+        plaintext = stored if is_plaintext else crypto.decrypt(stored, keyring, binding, pk=pk)
+        return _Swap(pk, crypto.encrypt(plaintext, keyring, binding), stored, plaintext=is_plaintext)
+    except KMSFieldsError as err:
+        stats.fail(pk, err)
+        return None
+
+
+def _plaintext_copy(
+    target: EncryptedField, keyring: conf.KeyringConfig, binding: crypto.FieldBinding, pk: Any, value: Any,
+    source_column: str, stats: RewriteStats,
+) -> _Swap | None:
+    """The swap that fills a NULL ``target`` with the encrypted ``value`` of ``source_column``, or None."""
+    stats.scanned += 1
+    value = bytes(value) if isinstance(value, memoryview) else value
+    try:
+        # Text columns give str, binary ones bytes, as the target field expects.
+        message = crypto.encrypt(target.to_plaintext_bytes(value), keyring, binding)
+    except KMSFieldsError as err:
+        stats.fail(pk, err)
+        return None
+    return _Swap(pk, message, None, expect_null=True, source_column=source_column, source_value=value)
+
+
+def _land(model: type[models.Model], column: str, swaps: list[_Swap], stats: RewriteStats, *, using: str) -> None:
+    """Writes a batch's swaps and counts which landed and which lost to a concurrent write."""
+    if not swaps:
+        return
+    landed = _write_batch(model, column, swaps, using=using)
+    stats.rewritten += len(landed)
+    stats.changed_meanwhile += len(swaps) - len(landed)
+    stats.plaintext += sum(swap.plaintext for swap in landed)
 
 
 def copy_plaintext_column(
@@ -289,7 +320,7 @@ def copy_plaintext_column(
     """
     source_field = model._meta.get_field(source)
     target_field = model._meta.get_field(target)
-    if not isinstance(target_field, EncryptedFieldMixin):
+    if not isinstance(target_field, EncryptedField):
         raise TypeError(f"{model._meta.label}.{target} is not an encrypted field.")
     using = router.db_for_write(model)
     keyring = conf.get_keyring(target_field.keyring)
@@ -299,21 +330,12 @@ def copy_plaintext_column(
     started = time.monotonic()
     for rows in _batches(model, source_field.column, using=using, batch_size=batch_size, shard=None,
                          only_null=target_field.column):
-        swaps = []
-        for pk, value in rows:
-            stats.scanned += 1
-            value = bytes(value) if isinstance(value, memoryview) else value
-            try:
-                # Text columns give str, binary ones bytes, as the target field expects.
-                message = crypto.encrypt(target_field.to_plaintext_bytes(value), keyring, binding)
-            except KMSFieldsError as err:
-                stats.fail(pk, err)
-                continue
-            swaps.append(_Swap(pk, message, None, expect_null=True, source_column=source_field.column, source_value=value))
-        if swaps:
-            landed = _write_batch(model, target_field.column, swaps, using=using)
-            stats.rewritten += len(landed)
-            stats.changed_meanwhile += len(swaps) - len(landed)
+        swaps = [
+            swap
+            for pk, value in rows
+            if (swap := _plaintext_copy(target_field, keyring, binding, pk, value, source_field.column, stats))
+        ]
+        _land(model, target_field.column, swaps, stats, using=using)
         progress(Progress(f"{model._meta.label}.{target}", stats.scanned, total, time.monotonic() - started))
     if stats.failed and raise_on_failure:
         raise RewriteIncomplete(

@@ -52,24 +52,24 @@ def test_missing_default_keyring(settings):
         ({}, "kms_fields.E005"),
         ({"KEY_ARNS": []}, "kms_fields.E005"),
         ({"KEY_ARNS": ARN}, "kms_fields.E005"),
-        ({"KEY_ARNS": [ARN, ARN]}, "kms_fields.E005"),
+        ({"KEY_ARNS": [ARN, ARN]}, "kms_fields.E024"),
         ({"KEY_ARNS": ["1234abcd-12ab-34cd-56ef-1234567890ab"]}, "kms_fields.E006"),
         ({"KEY_ARNS": ["arn:aws:kms:eu-west-1:111122223333:alias/app"]}, "kms_fields.E006"),
         ({"KEY_ARNS": [[ARN]]}, "kms_fields.E006"),
         ({"KEY_ARNS": [ARN], "BREAKER_THRESHOLD": 0}, "kms_fields.E017"),
         ({"KEY_ARNS": [ARN], "BREAKER_COOLDOWN": 0}, "kms_fields.E018"),
         ({"KEY_ARNS": [ARN], "CACHE": "on"}, "kms_fields.E019"),
-        ({"KEY_ARNS": [ARN], "CACHE": {"MAX_AGE": 0}}, "kms_fields.E019"),
-        ({"KEY_ARNS": [ARN], "CACHE": {"MAX_MESSAGES": 2**32 + 1}}, "kms_fields.E019"),
-        ({"KEY_ARNS": [ARN], "CACHE": {"CAPACITY": 0}}, "kms_fields.E019"),
+        ({"KEY_ARNS": [ARN], "CACHE": {"MAX_AGE": 0}}, "kms_fields.E028"),
+        ({"KEY_ARNS": [ARN], "CACHE": {"MAX_MESSAGES": 2**32 + 1}}, "kms_fields.E028"),
+        ({"KEY_ARNS": [ARN], "CACHE": {"CAPACITY": 0}}, "kms_fields.E028"),
         ({"KEY_ARNS": [ARN], "CACHE": {"TTL": 5}}, "kms_fields.E019"),
         ({"KEY_ARNS": [ARN], "DECRYPT_KEY_ARNS": "old"}, "kms_fields.E022"),
         ({"KEY_ARNS": [ARN], "DECRYPT_KEY_ARNS": ["not-an-arn"]}, "kms_fields.E022"),
-        ({"KEY_ARNS": [ARN], "DECRYPT_KEY_ARNS": [ARN]}, "kms_fields.E022"),
+        ({"KEY_ARNS": [ARN], "DECRYPT_KEY_ARNS": [ARN]}, "kms_fields.E029"),
         ({"KEY_ARNS": [ARN], "DISCOVERY": {"ACCOUNT_IDS": ["111122223333"]}}, "kms_fields.E023"),
         ({"KEY_ARNS": [ARN], "DISCOVERY": {"ACCOUNT_IDS": [], "PARTITION": "aws"}}, "kms_fields.E023"),
         ({"KEY_ARNS": [ARN], "DISCOVERY": {"ACCOUNT_IDS": ["12"], "PARTITION": "aws"}}, "kms_fields.E023"),
-        ({"KEY_ARNS": [ARN], "REGION_NAME": "us-east-1"}, "kms_fields.E007"),
+        ({"KEY_ARNS": [ARN], "REGION_NAME": "us-east-1"}, "kms_fields.E025"),
         ({"KEY_ARNS": [ARN], "REGION_NAME": ""}, "kms_fields.E007"),
         ({"KEY_ARNS": [ARN, OTHER_REGION_ARN], "ENDPOINT_URL": "https://kms.example"}, "kms_fields.E008"),
         ({"KEY_ARNS": [ARN], "CONNECT_TIMEOUT": 0}, "kms_fields.E009"),
@@ -81,10 +81,10 @@ def test_missing_default_keyring(settings):
         ({"KEY_ARNS": [ARN], "RETRY_MODE": "aggressive"}, "kms_fields.E011"),
         ({"KEY_ARNS": [ARN], "ALGORITHM": "AES_256_GCM_IV12_TAG16_HKDF_SHA384_ECDSA_P384"}, "kms_fields.E012"),
         ({"KEY_ARNS": [ARN], "ENCRYPTION_CONTEXT": {"tenant": 7}}, "kms_fields.E013"),
-        ({"KEY_ARNS": [ARN], "ENCRYPTION_CONTEXT": {"aws-crypto-public-key": "x"}}, "kms_fields.E013"),
-        ({"KEY_ARNS": [ARN], "ENCRYPTION_CONTEXT": {"kms-fields:field": "x"}}, "kms_fields.E013"),
-        ({"KEY_ARNS": [ARN], "CLIENT_CONFIG": {"read_timeout": 3}}, "kms_fields.E014"),
-        ({"KEY_ARNS": [ARN], "CLIENT_CONFIG": {"retries": {"max_attempts": 3}}}, "kms_fields.E014"),
+        ({"KEY_ARNS": [ARN], "ENCRYPTION_CONTEXT": {"aws-crypto-public-key": "x"}}, "kms_fields.E026"),
+        ({"KEY_ARNS": [ARN], "ENCRYPTION_CONTEXT": {"kms-fields:field": "x"}}, "kms_fields.E026"),
+        ({"KEY_ARNS": [ARN], "CLIENT_CONFIG": {"read_timeout": 3}}, "kms_fields.E027"),
+        ({"KEY_ARNS": [ARN], "CLIENT_CONFIG": {"retries": {"max_attempts": 3}}}, "kms_fields.E027"),
         ({"KEY_ARNS": [ARN], "CLIENT_CONFIG": {"no_such_option": 1}}, "kms_fields.E014"),
         ({"KEY_ARNS": [ARN], "CLIENT_CONFIG": "proxies"}, "kms_fields.E014"),
         ({"KEY_ARNS": [ARN], "PROFILE_NAME": 3}, "kms_fields.E015"),
@@ -93,6 +93,7 @@ def test_missing_default_keyring(settings):
 )
 def test_each_keyring_mistake_has_its_own_check(settings, keyring, expected):
     assert ids(settings, {"default": keyring}) == [expected]
+
 
 
 def test_a_check_error_says_where_and_how_to_fix(settings):

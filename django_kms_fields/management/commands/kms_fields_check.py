@@ -7,41 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_kms_fields import conf
-from django_kms_fields.crypto import KeyProbe, probe_key
-from django_kms_fields.exceptions import (
-    KMSFieldsConfigurationError,
-    KMSFieldsError,
-    KMSRequestError,
-    KMSUnavailableError,
-)
-
-_CREDENTIAL_CODES = ("UnrecognizedClientException", "InvalidSignatureException", "ExpiredToken", "InvalidClientTokenId")
-
-
-def what_to_fix(probe: KeyProbe, keyring: conf.KeyringConfig, role: str) -> str:
-    error = probe.error
-    text = str(error)
-    if isinstance(error, KMSFieldsConfigurationError) or any(code in text for code in _CREDENTIAL_CODES):
-        return "credentials: give this process AWS credentials (environment, instance or task role) or set PROFILE_NAME."
-    if isinstance(error, KMSUnavailableError):
-        return (
-            f"network: KMS at {probe.endpoint} did not answer within CONNECT_TIMEOUT={keyring.connect_timeout:g}s / "
-            f"READ_TIMEOUT={keyring.read_timeout:g}s; check routing, security groups, the VPC endpoint or proxy."
-        )
-    if "AccessDenied" in text:
-        actions = {
-            "generate": "kms:DescribeKey, kms:GenerateDataKey and kms:Decrypt",
-            "wrap": "kms:DescribeKey, kms:Encrypt and kms:Decrypt",
-            "decrypt": "kms:DescribeKey and kms:Decrypt",
-        }[role]
-        return f"IAM permission: allow {actions} on {probe.key_arn} in the role's policy and the key policy."
-    if "NotFound" in text:
-        return f"key: {probe.key_arn} does not exist in {probe.region} for these credentials; check the ARN."
-    if probe.key_state not in (None, "Enabled") or "Disabled" in text or "KMSInvalidState" in text:
-        return "key disabled: enable the key (or cancel its scheduled deletion) in KMS."
-    if isinstance(error, KMSRequestError):
-        return "key: use a symmetric ENCRYPT_DECRYPT key that this role may use."
-    return "see the error above."
+from django_kms_fields.exceptions import KMSFieldsError
+from django_kms_fields.probe import probe_key, what_to_fix
 
 
 class Command(BaseCommand):
@@ -64,7 +31,7 @@ class Command(BaseCommand):
         aliases = options["keyring"] or conf.keyring_aliases()
         if not aliases:
             raise CommandError("KMS_FIELDS is missing or empty: there is nothing to check.")
-        failures = 0
+        failures = []
         for alias in aliases:
             try:
                 keyring = conf.get_keyring(alias)
@@ -81,9 +48,12 @@ class Command(BaseCommand):
                     if options["verbosity"] >= 1:
                         self.stdout.write(self.style.SUCCESS(line))
                     continue
-                failures += 1
+                fix = what_to_fix(probe, keyring)
+                failures.append(f"keyring {alias!r}, key {key_arn}: {probe.error} Fix: {fix}")
                 self.stdout.write(self.style.ERROR(line))
                 self.stdout.write(f"     error: {probe.error}")
-                self.stdout.write(f"     fix:   {what_to_fix(probe, keyring, role)}")
+                self.stdout.write(f"     fix:   {fix}")
         if failures:
-            raise CommandError(f"{failures} key check(s) failed.")
+            # The first failure in full, so that a readiness probe that logs only stderr learns what to do.
+            more = f" ({len(failures) - 1} more key check(s) failed; see above.)" if len(failures) > 1 else ""
+            raise CommandError(f"{failures[0]}{more}")

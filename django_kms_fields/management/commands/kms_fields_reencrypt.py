@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -10,12 +11,14 @@ from django_kms_fields.rewrite import Progress, RewriteStats, encrypted_fields, 
 
 
 def _shard(value: str) -> tuple[int, int]:
+    # ArgumentTypeError, not CommandError: argparse turns it into its one-line usage error (and
+    # call_command into a CommandError) instead of a traceback.
     try:
         index, count = (int(part) for part in value.split("/"))
     except ValueError:
-        raise CommandError(f"--shard takes K/N, such as 0/4, not {value!r}.") from None
+        raise argparse.ArgumentTypeError(f"takes K/N, such as 0/4, not {value!r}") from None
     if count < 1 or not 0 <= index < count:
-        raise CommandError(f"--shard {value}: K must be between 0 and N-1, and N at least 1.")
+        raise argparse.ArgumentTypeError(f"{value}: K must be between 0 and N-1, and N at least 1")
     return index, count
 
 

@@ -1,0 +1,61 @@
+"""Lookups on encrypted columns: refused, because the database would compare ciphertext.
+
+Each value is encrypted with its own data key and nonce, so equal values never have equal
+ciphertexts. Only ``isnull`` (and ``field=None``, which Django turns into ``isnull``) is answered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models.lookups import Lookup
+
+from .exceptions import EncryptedLookupError
+
+__all__ = ["lookup_refusal", "lookup_for"]
+
+
+def lookup_refusal(field: models.Field, lookup_name: str) -> EncryptedLookupError:
+    """The error for a lookup (or transform) named ``lookup_name`` on the encrypted ``field``."""
+    return EncryptedLookupError(
+        f"{field.model._meta.label}.{field.name} is encrypted, so the database cannot compare its "
+        f"contents: the '{lookup_name}' lookup is not supported (only 'isnull' is). Each value is "
+        "encrypted with its own data key and nonce, so equal values never have equal ciphertexts. Filter "
+        "on another column, or store a keyed hash (HMAC) of the value in a separate indexed column and "
+        "look that up."
+    )
+
+
+class _NoneOnlyLookup(Lookup):
+    """``field=None`` must keep working: Django turns it into ``isnull`` after building the lookup."""
+
+    can_use_none_as_rhs = False
+
+    def __init__(self, lhs: Any, rhs: Any) -> None:
+        if rhs is not None:
+            raise lookup_refusal(lhs.output_field, self.lookup_name)
+        super().__init__(lhs, rhs)
+
+
+class _NoneOnlyExact(_NoneOnlyLookup):
+    lookup_name = "exact"
+
+
+class _NoneOnlyIExact(_NoneOnlyLookup):
+    lookup_name = "iexact"
+
+
+_NONE_ONLY_LOOKUPS: dict[str, type[Lookup]] = {"exact": _NoneOnlyExact, "iexact": _NoneOnlyIExact}
+
+
+def lookup_for(field: models.Field, lookup_name: str, isnull: type[Lookup] | None) -> type[Lookup] | None:
+    """The lookup class ``field.get_lookup(lookup_name)`` returns; raises for any that compares contents.
+
+    ``isnull`` is the field's own (Django's) ``isnull`` lookup, passed in by the field.
+    """
+    if lookup_name == "isnull":
+        return isnull
+    if lookup_name in _NONE_ONLY_LOOKUPS:
+        return _NONE_ONLY_LOOKUPS[lookup_name]
+    raise lookup_refusal(field, lookup_name)

@@ -10,9 +10,9 @@ from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutE
 from django.db import transaction
 
 from django_kms_fields import conf
-from django_kms_fields.clients import worst_case_call_seconds
+from django_kms_fields.clients import kms_client, worst_case_call_seconds
 from django_kms_fields.exceptions import KMSCircuitOpenError, KMSRequestError, KMSUnavailableError
-from tests.conftest import keyring
+from tests.conftest import REGION, keyring
 from tests.kms import Fault
 from tests.testapp.models import ArchivedDocument, Patient
 
@@ -291,6 +291,9 @@ def test_an_endpoint_that_never_accepts_fails_on_the_connect_timeout(settings, k
         time.sleep(0.1)
         route_default_through(settings, keys, type("Endpoint", (), {"endpoint": f"http://127.0.0.1:{port}"}),
                               CONNECT_TIMEOUT=0.5, READ_TIMEOUT=30, MAX_ATTEMPTS=2)
+        # Build the client first (no network): on a busy machine building it can take longer than
+        # the margin the bound below leaves.
+        kms_client(conf.get_keyring("default"), REGION)
 
         started = time.monotonic()
         with pytest.raises(KMSUnavailableError) as caught:

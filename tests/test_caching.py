@@ -9,10 +9,8 @@ import pytest
 from django.db import connections
 
 from django_kms_fields.exceptions import KMSUnavailableError
-from tests.conftest import keyring
+from tests.helpers import keyring, regions_of, stored
 from tests.kms import Fault
-from tests.test_hostile_values import regions_of
-from tests.test_round_trip import stored
 from tests.testapp.models import Invoice, Patient
 
 pytestmark = pytest.mark.django_db

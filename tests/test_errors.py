@@ -9,7 +9,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import transaction
 
 from django_kms_fields import conf
 from django_kms_fields.clients import worst_case_call_seconds
@@ -21,9 +21,8 @@ from django_kms_fields.exceptions import (
     KMSRequestError,
     KMSUnavailableError,
 )
-from tests.conftest import keyring
+from tests.helpers import keyring, stored, write_raw
 from tests.kms import Fault, closed_port_endpoint
-from tests.test_round_trip import stored
 from tests.testapp.models import Invoice, Patient
 
 pytestmark = pytest.mark.django_db
@@ -42,15 +41,6 @@ def use_endpoint(settings, keys, endpoint, **options):
         **settings.KMS_FIELDS,
         "default": keyring([keys.first, keys.second], endpoint, **options),
     }
-
-
-def write_raw(model, pk, column, value):
-    table = connection.ops.quote_name(model._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET {connection.ops.quote_name(column)} = %s WHERE id = %s",
-            [None if value is None else connection.Database.Binary(value), pk],
-        )
 
 
 def assert_no_secret_in(error, *secrets):

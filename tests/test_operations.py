@@ -15,10 +15,8 @@ from django_kms_fields import crypto
 from django_kms_fields.exceptions import DecryptionError, KMSRequestError
 from django_kms_fields.rewrite import copy_plaintext_column
 from django_kms_fields.signals import kms_call
-from tests.conftest import keyring
+from tests.helpers import keyring, stored, write_raw
 from tests.kms import Fault, closed_port_endpoint
-from tests.test_errors import write_raw
-from tests.test_round_trip import stored
 from tests.testapp.models import LegacyRecord, Patient
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,4 +1,4 @@
-"""A separate process that saves and loads rows from several threads; used by test_concurrency.py.
+"""A separate process that saves and loads rows from several threads; used by test_threads.py.
 
 Usage: python -m tests.concurrency_worker WORKER_ID THREADS ROWS, with KMS_FIELDS_TEST_DB_NAME naming
 the test database and KMS_FIELDS_JSON the KMS_FIELDS setting. Prints one JSON line: rows written and

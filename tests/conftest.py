@@ -19,9 +19,9 @@ import pytest  # noqa: E402
 
 from django_kms_fields.signals import kms_call  # noqa: E402
 
+from .helpers import REGION, keyring  # noqa: E402
 from .kms import KMSFront, LocalKMS  # noqa: E402
 
-REGION = "eu-west-1"
 
 
 @dataclass(frozen=True)
@@ -47,18 +47,6 @@ def keys(local_kms: LocalKMS) -> Keys:
         archive=local_kms.create_key(REGION, "archive"),
         stranger=local_kms.create_key(REGION, "in no keyring"),
     )
-
-
-def keyring(key_arns: list[str], endpoint: str, **options: object) -> dict[str, object]:
-    """A keyring setting with test-sized bounds: a broken test fails in seconds, not minutes."""
-    return {
-        "KEY_ARNS": key_arns,
-        "ENDPOINT_URL": endpoint,
-        "CONNECT_TIMEOUT": 2,
-        "READ_TIMEOUT": 5,
-        "MAX_ATTEMPTS": 2,
-        **options,
-    }
 
 
 @pytest.fixture(autouse=True)

@@ -3,16 +3,15 @@
 import math
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connections
 
 from django_kms_fields.exceptions import KMSUnavailableError
-from tests.conftest import keyring
+from tests.helpers import keyring, regions_of, stored
 from tests.kms import Fault
-from tests.test_hostile_values import regions_of
-from tests.test_round_trip import stored
 from tests.testapp.models import Invoice, Patient
 
 pytestmark = pytest.mark.django_db
@@ -102,24 +101,31 @@ def test_without_a_cache_every_value_calls_kms(settings, local_kms, keys, kms_ca
 
 @pytest.mark.django_db(transaction=True)
 def test_threads_share_one_cache(settings, local_kms, keys, kms_calls):
-    use_cache(settings, local_kms.endpoint, keys)
+    use_cache(settings, local_kms.endpoint, keys, MAX_MESSAGES=1000)
     threads, saves = 8, 10
-    start = threading.Barrier(threads)
 
     def work(worker):
-        start.wait(timeout=30)
         try:
-            for i in range(saves):
-                Patient.objects.create(ssn=f"{worker}-{i}")
+            return [Patient.objects.create(ssn=f"{worker}-{i}").pk for i in range(saves)]
         finally:
             connections.close_all()
 
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(work, range(threads), timeout=120))
+    # One thread fills the cache first, so no two threads can miss an empty cache at the same moment.
+    with ThreadPoolExecutor(1) as pool:
+        pks = pool.submit(work, 0).result(timeout=120)
+    assert calls(kms_calls, "GenerateDataKey") == 1
+    start = threading.Barrier(threads - 1)
 
-    # Threads that miss the empty cache at the same moment may each fetch a key; no more than that.
-    assert 1 <= calls(kms_calls, "GenerateDataKey") <= threads
-    assert Patient.objects.count() == threads * saves
+    def work_together(worker):
+        start.wait(timeout=30)
+        return work(worker)
+
+    with ThreadPoolExecutor(threads - 1) as pool:
+        pks += [pk for done in pool.map(work_together, range(1, threads), timeout=120) for pk in done]
+
+    assert Counter(c["operation"] for c in kms_calls) == {"GenerateDataKey": 1, "Encrypt": 1}
+    assert len(pks) == Patient.objects.count() == threads * saves
+    assert len({wrapped_data_keys(stored(Patient, pk, "ssn")) for pk in pks}) == 1
 
 
 @pytest.mark.django_db(transaction=True)

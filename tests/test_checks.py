@@ -7,6 +7,7 @@ from django.core import checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import models
+from django.test.utils import isolate_apps
 
 from django_kms_fields.checks import check_botocore_logging, check_settings
 from django_kms_fields.fields import EncryptedBinaryField, EncryptedTextField
@@ -144,21 +145,16 @@ def test_the_first_use_of_a_broken_keyring_raises_the_check_text(settings):
 
 
 def field_check_ids(field):
-    class Model(models.Model):
-        value = field
+    # A throwaway model per call, in a registry of its own: the project's app registry never sees it.
+    with isolate_apps("tests.testapp"):
 
-        class Meta:
-            app_label = "testapp"
-            # A throwaway model per call: keep it out of the app registry's way.
-            managed = False
+        class Model(models.Model):
+            value = field
 
-    from django.apps import apps
+            class Meta:
+                app_label = "testapp"
 
-    try:
         return [error.id for error in Model._meta.get_field("value").check()]
-    finally:
-        del apps.all_models["testapp"]["model"]
-        apps.clear_cache()
 
 
 def test_a_field_naming_an_unknown_keyring():

@@ -12,7 +12,7 @@ from django.db import transaction
 from django_kms_fields import conf
 from django_kms_fields.clients import kms_client, worst_case_call_seconds
 from django_kms_fields.exceptions import KMSCircuitOpenError, KMSRequestError, KMSUnavailableError
-from tests.conftest import REGION, keyring
+from tests.helpers import REGION, keyring
 from tests.kms import Fault
 from tests.testapp.models import ArchivedDocument, Patient
 

@@ -7,7 +7,7 @@ from django import forms
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
-from tests.test_round_trip import stored
+from tests.helpers import stored
 from tests.testapp.models import Patient
 
 pytestmark = pytest.mark.django_db

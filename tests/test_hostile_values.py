@@ -6,16 +6,12 @@ sample also goes through the database and the ORM.
 """
 
 import random
-import struct
-from dataclasses import dataclass
 
 import pytest
 from django.db import connection
 
 from django_kms_fields.exceptions import DecryptionError, KMSRequestError
-from tests.conftest import keyring
-from tests.test_errors import write_raw
-from tests.test_round_trip import stored
+from tests.helpers import keyring, regions_of, stored, write_raw
 from tests.testapp.models import Invoice, Patient
 
 pytestmark = pytest.mark.django_db
@@ -23,49 +19,6 @@ pytestmark = pytest.mark.django_db
 SEED = 20261129
 FLIPS_PER_REGION = 160
 VALUE = "fuzz-target-value-0123456789abcd"  # 32 characters
-
-
-@dataclass(frozen=True)
-class Regions:
-    """Byte ranges of one AWS Encryption SDK v2 message, framed, non-signing."""
-
-    version_and_suite: range
-    message_id: range
-    context: range
-    data_keys: range
-    content_type_and_frame: range
-    commitment: range
-    header_tag: range
-    frame_header: range
-    frame_iv: range
-    body: range
-    body_tag: range
-
-
-def regions_of(message: bytes) -> Regions:
-    position = 1 + 2 + 32
-    (context_length,) = struct.unpack_from(">H", message, position)
-    context = range(position, position + 2 + context_length)
-    position = context.stop
-    (key_count,) = struct.unpack_from(">H", message, position)
-    start = position
-    position += 2
-    for _ in range(key_count):
-        for _field in range(3):  # provider id, provider info, wrapped key
-            (length,) = struct.unpack_from(">H", message, position)
-            position += 2 + length
-    data_keys = range(start, position)
-    content_type_and_frame = range(position, position + 1 + 4)
-    commitment = range(content_type_and_frame.stop, content_type_and_frame.stop + 32)
-    header_tag = range(commitment.stop, commitment.stop + 16)
-    frame_header = range(header_tag.stop, header_tag.stop + 8)  # end marker + sequence number
-    frame_iv = range(frame_header.stop, frame_header.stop + 12)
-    (content_length,) = struct.unpack_from(">I", message, frame_iv.stop)
-    body = range(frame_iv.stop, frame_iv.stop + 4 + content_length)
-    body_tag = range(body.stop, body.stop + 16)
-    assert body_tag.stop == len(message), "the test's idea of the format is off"
-    return Regions(range(0, 3), range(3, 35), context, data_keys, content_type_and_frame, commitment, header_tag,
-                   frame_header, frame_iv, body, body_tag)
 
 
 def hostile_values(message: bytes, others: dict[str, bytes], rng: random.Random):

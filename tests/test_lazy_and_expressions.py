@@ -8,9 +8,7 @@ from django.db.models.functions import Upper
 
 from django_kms_fields.exceptions import DecryptionError, EncryptionError
 from django_kms_fields.fields import PendingDecryption
-from tests.conftest import keyring
-from tests.test_errors import write_raw
-from tests.test_round_trip import stored
+from tests.helpers import keyring, stored, write_raw
 from tests.testapp.models import Patient, Referral
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from django_kms_fields.checks import check_botocore_logging
-from tests.conftest import keyring
+from tests.helpers import keyring
 from tests.testapp.models import Patient
 
 pytestmark = pytest.mark.django_db

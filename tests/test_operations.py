@@ -16,10 +16,8 @@ from django_kms_fields import crypto
 from django_kms_fields.exceptions import DecryptionError, KMSRequestError
 from django_kms_fields.rewrite import copy_plaintext_column
 from django_kms_fields.signals import kms_call
-from tests.conftest import keyring
+from tests.helpers import keyring, stored, write_raw
 from tests.kms import Fault, closed_port_endpoint
-from tests.test_errors import write_raw
-from tests.test_round_trip import stored
 from tests.testapp.models import LegacyRecord, Patient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,7 +65,8 @@ def test_reencrypt_moves_every_value_to_the_new_key_and_the_old_key_is_no_longer
 
     assert "testapp.Patient.ssn: scanned 12, rewritten 12" in output
     assert "testapp.Patient.notes: scanned 12, rewritten 12" in output
-    assert all(wrapping(Patient, p.pk, "ssn") == {keys.second} for p in rotated)
+    for column in ("ssn", "notes"):
+        assert {p.pk: wrapping(Patient, p.pk, column) for p in rotated} == {p.pk: {keys.second} for p in rotated}
     default_keyring(settings, local_kms.endpoint, [keys.second])  # the old key is gone
     assert sorted(Patient.objects.values_list("ssn", flat=True)) == sorted(f"ssn-{i}" for i in range(12))
 
@@ -98,7 +97,7 @@ def test_shards_are_disjoint_and_together_cover_the_table(rotated, keys):
     assert done == {p.pk for p in rotated if p.pk % 2 == 0}
     assert "scanned 6, rewritten 6" in first_half
     assert "scanned 6, rewritten 6" in second_half
-    assert all(wrapping(Patient, p.pk, "ssn") == {keys.second} for p in rotated)
+    assert {p.pk: wrapping(Patient, p.pk, "ssn") for p in rotated} == {p.pk: {keys.second} for p in rotated}
 
 
 def test_shards_include_negative_primary_keys(rotated, keys):
@@ -212,13 +211,17 @@ def test_a_bad_shard_is_a_command_error(shard):
         call_command("kms_fields_reencrypt", "testapp.Patient.ssn", f"--shard={shard}", stdout=io.StringIO())
 
 
-def test_unreadable_values_are_counted_reported_and_fail_the_command(rotated):
-    write_raw(Patient, rotated[3].pk, "ssn", b"\x02\x04\x78garbage")
+def test_unreadable_values_are_counted_reported_and_fail_the_command(rotated, keys):
+    unreadable = rotated[3]
+    write_raw(Patient, unreadable.pk, "ssn", b"\x02\x04\x78garbage")
 
     with pytest.raises(CommandError, match="1 value"):
         reencrypt("testapp.Patient.ssn")
 
-    assert all(wrapping(Patient, p.pk, "ssn") for p in rotated if p.pk != rotated[3].pk)
+    # The other rows were still moved to the new key; the unreadable one was left as it was.
+    readable = [p for p in rotated if p.pk != unreadable.pk]
+    assert {p.pk: wrapping(Patient, p.pk, "ssn") for p in readable} == {p.pk: {keys.second} for p in readable}
+    assert stored(Patient, unreadable.pk, "ssn") == b"\x02\x04\x78garbage"
 
 
 # --- multi-Region keys and discovery -------------------------------------------------------------------

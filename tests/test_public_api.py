@@ -13,7 +13,7 @@ from aws_encryption_sdk.streaming_client import StreamDecryptor
 
 from django_kms_fields.exceptions import KMSRequestError
 from django_kms_fields.signals import kms_call
-from tests.conftest import REGION, keyring
+from tests.helpers import REGION, keyring
 from tests.kms import Fault
 from tests.testapp.models import Patient
 

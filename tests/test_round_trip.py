@@ -6,21 +6,12 @@ import pytest
 from aws_encryption_sdk.identifiers import CommitmentPolicy
 from django.db import connection
 
-from tests.conftest import keyring
+from tests.helpers import keyring, stored
 from tests.testapp.models import Invoice, Patient
 
 pytestmark = pytest.mark.django_db
 
 SSN = "078-05-1120"
-
-
-def stored(model, pk, column):
-    """The raw bytes in the column, read past the ORM."""
-    table = connection.ops.quote_name(model._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {connection.ops.quote_name(column)} FROM {table} WHERE id = %s", [pk])
-        value = cursor.fetchone()[0]
-    return None if value is None else bytes(value)
 
 
 def test_save_and_get_round_trip_text_and_bytes():

@@ -5,7 +5,7 @@ import pytest
 from django_kms_fields import conf
 from django_kms_fields.clients import kms_client
 from django_kms_fields.exceptions import KMSFieldsConfigurationError, KMSUnavailableError
-from tests.conftest import keyring
+from tests.helpers import keyring
 from tests.kms import closed_port_endpoint
 from tests.testapp.models import Patient
 

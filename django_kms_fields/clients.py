@@ -73,7 +73,8 @@ _TRANSIENT_ERROR_CODES = frozenset(
 )
 # The wrapped data key in the message is not one KMS made for this key and context: the stored
 # value was tampered with, not refused.
-_INVALID_CIPHERTEXT_CODES = frozenset({"InvalidCiphertextException"})
+# A relabelled one (its key ARN changed in the header) gets IncorrectKeyException.
+_INVALID_CIPHERTEXT_CODES = frozenset({"InvalidCiphertextException", "IncorrectKeyException"})
 
 _clients: conf.KeyringCache[BaseClient] = conf.KeyringCache()
 
@@ -112,11 +113,21 @@ def kms_client(keyring: KeyringConfig, region: str) -> BaseClient:
     return _clients.get(keyring, (keyring.alias, region), lambda: _build_client(keyring, region))
 
 
+# One boto3 session per profile, shared by every client built from it: a session loads botocore's
+# service models (megabytes), so one per client would make each new region cost that much again.
+# Only touched from _build_client, which runs under the client cache's lock (sessions are not
+# thread safe).
+_sessions: dict[str | None, boto3.session.Session] = {}
+conf.on_settings_reset(_sessions.clear)
+
+
 def _build_client(keyring: KeyringConfig, region: str) -> BaseClient:
     try:
-        # A session of our own, never boto3's process-wide default one: nothing another library does
+        # Sessions of our own, never boto3's process-wide default one: nothing another library does
         # to boto3.DEFAULT_SESSION changes how this app talks to KMS.
-        session = boto3.session.Session(profile_name=keyring.profile_name)
+        session = _sessions.get(keyring.profile_name)
+        if session is None:
+            session = _sessions[keyring.profile_name] = boto3.session.Session(profile_name=keyring.profile_name)
         client = session.client(
             "kms",
             region_name=region,

@@ -67,6 +67,8 @@ KEYRING_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "BREAKER_THRESHOLD": 5,
         "BREAKER_COOLDOWN": 30,
         "CACHE": {},
+        "MAX_MESSAGE_BYTES": 16 * 1024 * 1024,
+        "REQUIRE_ALGORITHM": False,
     }
 )
 
@@ -112,10 +114,11 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class DiscoveryConfig:
-    """Decrypt with any key of these accounts in this partition, besides the listed keys."""
+    """Decrypt with any key of these accounts in this partition and regions, besides the listed keys."""
 
     account_ids: frozenset[str]
     partition: str
+    regions: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class KeyringConfig:
     cache: CacheConfig | None = None
     decrypt_key_arns: tuple[str, ...] = ()
     discovery: DiscoveryConfig | None = None
+    max_message_bytes: int = 16 * 1024 * 1024
+    require_algorithm: bool = False
 
     @property
     def readable_key_arns(self) -> tuple[str, ...]:
@@ -255,11 +260,21 @@ def _keyring_config(alias: str, values: Mapping[str, Any]) -> KeyringConfig:
         breaker_cooldown=float(values["BREAKER_COOLDOWN"]),
         cache=None if values["CACHE"] is None else _cache_config({**CACHE_DEFAULTS, **values["CACHE"]}),
         decrypt_key_arns=tuple(values["DECRYPT_KEY_ARNS"]),
-        discovery=None
-        if values["DISCOVERY"] is None
-        else DiscoveryConfig(
-            account_ids=frozenset(values["DISCOVERY"]["ACCOUNT_IDS"]), partition=values["DISCOVERY"]["PARTITION"]
-        ),
+        discovery=None if values["DISCOVERY"] is None else _discovery_config(values),
+        max_message_bytes=values["MAX_MESSAGE_BYTES"],
+        require_algorithm=values["REQUIRE_ALGORITHM"],
+    )
+
+
+def _discovery_config(values: Mapping[str, Any]) -> DiscoveryConfig:
+    discovery = values["DISCOVERY"]
+    # By default only the regions of the listed keys: each region costs a client and a breaker, so a
+    # stored value must not be able to make the process open one for any region it names.
+    own_regions = (parse_key_arn(arn).region for arn in (*values["KEY_ARNS"], *values["DECRYPT_KEY_ARNS"]))  # type: ignore[union-attr]
+    return DiscoveryConfig(
+        account_ids=frozenset(discovery["ACCOUNT_IDS"]),
+        partition=discovery["PARTITION"],
+        regions=frozenset(discovery.get("REGIONS") or own_regions),
     )
 
 

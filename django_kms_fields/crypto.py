@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import threading
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -26,11 +27,19 @@ from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
 from aws_encryption_sdk.materials_managers.caching import CachingCryptoMaterialsManager
 from aws_encryption_sdk.materials_managers.default import DefaultCryptoMaterialsManager
 from cryptography.exceptions import InvalidSignature, InvalidTag
+from django.views.decorators.debug import sensitive_variables
 
 from . import conf
 from .conf import FIELD_CONTEXT_KEY, RESERVED_CONTEXT_PREFIX, KeyringConfig
 from .exceptions import DecryptionError, KMSFieldsError
-from .headers import MALFORMED_HEADER_ERRORS, is_current_message, looks_like_message, wrapping_key_arns
+from .headers import (
+    FRAME_LENGTH,
+    MALFORMED_HEADER_ERRORS,
+    body_shape,
+    is_current_message,
+    looks_like_message,
+    wrapping_key_arns,
+)
 from .keys import KeyringMasterKeyProvider
 from .probe import KeyProbe, probe_key
 
@@ -89,23 +98,38 @@ class _FieldBoundMaterialsManager(CryptoMaterialsManager):
         return self._inner.get_encryption_materials(request)
 
     def decrypt_materials(self, request):  # type: ignore[no-untyped-def]
-        stored = {
-            key: value
-            for key, value in request.encryption_context.items()
-            if not key.startswith(RESERVED_CONTEXT_PREFIX)
-        }
+        context = request.encryption_context
+        reserved = {key for key in context if key.startswith(RESERVED_CONTEXT_PREFIX)}
+        allowed = {_SIGNING_KEY_CONTEXT_KEY} if request.algorithm.is_signing() else set()
+        if reserved - allowed:
+            names = ", ".join(_shown(key) for key in sorted(reserved - allowed))
+            raise DecryptionError(f"the stored value's encryption context has reserved pairs the AWS Encryption SDK did not write: {names}.")
+        stored = {key: value for key, value in context.items() if key not in reserved}
         if stored != self._expected_context:
-            stored_label = stored.get(FIELD_CONTEXT_KEY)
-            expected_label = self._expected_context[FIELD_CONTEXT_KEY]
-            if stored_label != expected_label:
-                reason = f"it was written for {stored_label!r}, not {expected_label!r}"
-            else:
-                differing = sorted(set(stored.items()) ^ set(self._expected_context.items()))
-                reason = "its encryption context differs from the keyring's ENCRYPTION_CONTEXT in " + ", ".join(
-                    sorted({key for key, _ in differing})
-                )
-            raise DecryptionError(f"the stored value is not bound to this field: {reason}.")
+            raise DecryptionError(f"the stored value is not bound to this field: {self._mismatch(stored)}.")
         return self._inner.decrypt_materials(request)
+
+    def _mismatch(self, stored: Mapping[str, str]) -> str:
+        stored_label = stored.get(FIELD_CONTEXT_KEY)
+        expected_label = self._expected_context[FIELD_CONTEXT_KEY]
+        if stored_label != expected_label:
+            return f"it was written for {_shown(stored_label)}, not {expected_label!r}"
+        differing = {key for key, _ in set(stored.items()) ^ set(self._expected_context.items())}
+        return "its encryption context differs from the keyring's ENCRYPTION_CONTEXT in " + ", ".join(
+            _shown(key) for key in sorted(differing)
+        )
+
+
+# The one reserved pair the SDK writes itself, and only under a signing suite.
+_SIGNING_KEY_CONTEXT_KEY = "aws-crypto-public-key"
+_SHOWN_LENGTH = 80
+
+
+def _shown(text: object) -> str:
+    """Text read from a stored value, safe to put in an error message or a log line: escaped by
+    ``repr`` (no newline can forge a log line) and cut to a bounded length."""
+    shown = repr(text)
+    return shown if len(shown) <= _SHOWN_LENGTH else shown[: _SHOWN_LENGTH - 5] + "...'" + f" ({len(str(text))} characters)"
 
 
 # --- per-thread SDK objects ---------------------------------------------------------------------------
@@ -159,54 +183,120 @@ def _where(binding: FieldBinding, pk: object) -> str:
 
 def encrypt(plaintext: bytes, keyring: KeyringConfig, binding: FieldBinding) -> bytes:
     """One AWS Encryption SDK message holding ``plaintext``, bound to ``binding``."""
+    outcome = _write_message(plaintext, keyring, binding)
+    if isinstance(outcome, bytes):
+        return outcome
+    failure, cause = outcome
+    # Raised here, out of any except block: no __context__ reaches the SDK's frames.
+    raise failure.with_prefix(_where(binding, None)) from cause
+
+
+def decrypt(message: bytes, keyring: KeyringConfig, binding: FieldBinding, pk: object = None) -> bytes:
+    """The plaintext of ``message``; raises ``DecryptionError`` unless it is a valid message for ``binding``.
+
+    Nothing this raises reaches a frame that holds the plaintext, the data key or a key derived from
+    it: a tampered value must not turn an error page or an error tracker into a way to read it.
+    """
+    outcome = _read_message(message, keyring, binding)
+    if isinstance(outcome, bytes):
+        return outcome
+    failure, cause = outcome
+    raise failure.with_prefix(_where(binding, pk)) from cause
+
+
+_Failure = tuple[KMSFieldsError, "BaseException | None"]
+
+
+@sensitive_variables("plaintext")
+def _write_message(plaintext: bytes, keyring: KeyringConfig, binding: FieldBinding) -> bytes | _Failure:
     sdk_client, manager = _sdk_objects(keyring)
     try:
         message, _header = sdk_client.encrypt(
             source=plaintext,
             materials_manager=manager,
             encryption_context=encryption_context_for(keyring, binding),
-            algorithm=getattr(Algorithm, keyring.algorithm),
+            algorithm=Algorithm[keyring.algorithm],
+            frame_length=FRAME_LENGTH,
         )
+        return message
     except KMSFieldsError as err:
-        raise err.with_prefix(_where(binding, None)) from err.__cause__
+        return _forgetting_secrets(err, err.__cause__)
     except AWSEncryptionSDKClientError as err:
-        raise KMSFieldsError(
-            f"{binding.description}: the AWS Encryption SDK failed to encrypt ({type(err).__name__}).",
-            code=type(err).__name__,
-        ) from err
-    return message
+        failure = KMSFieldsError(f"the AWS Encryption SDK failed to encrypt ({type(err).__name__}).", code=type(err).__name__)
+        return _forgetting_secrets(failure, None, err)
 
 
-def decrypt(message: bytes, keyring: KeyringConfig, binding: FieldBinding, pk: object = None) -> bytes:
-    """The plaintext of ``message``; raises ``DecryptionError`` unless it is a valid message for ``binding``."""
+@sensitive_variables("plaintext", "decryptor")
+def _read_message(message: bytes, keyring: KeyringConfig, binding: FieldBinding) -> bytes | _Failure:
+    refusal = _shape_refusal(message, keyring)
+    if refusal is not None:
+        return refusal, None
     sdk_client, manager = _sdk_objects(keyring)
     bound = _FieldBoundMaterialsManager(manager, encryption_context_for(keyring, binding))
     source = io.BytesIO(message)
-    decryptor = None
+    # Not a ``with`` block: on failure the SDK's __exit__ logs a second, misleading traceback
+    # ("Footer not read") at ERROR level.
+    decryptor = sdk_client.stream(mode="d", source=source, materials_manager=bound)
     try:
-        # Not a ``with`` block: on failure the SDK's __exit__ logs a second, misleading traceback
-        # ("Footer not read") at ERROR level.
-        decryptor = sdk_client.stream(mode="d", source=source, materials_manager=bound)
         plaintext = decryptor.read()
         decryptor.close()
-        if source.read(1):
-            # The SDK stops at the end of the message and ignores what follows; a stored value is
-            # exactly one message, so anything appended means it was altered.
-            raise DecryptionError("the stored value has bytes after the end of its message.")
+        if not source.read(1):
+            return plaintext
+        # The SDK stops at the end of the message and ignores what follows; a stored value is
+        # exactly one message, so anything appended means it was altered.
+        del plaintext
+        return DecryptionError("the stored value has bytes after the end of its message.", code="TrailingBytes"), None
     except KMSFieldsError as err:
-        raise err.with_prefix(_where(binding, pk)) from err.__cause__
+        return _forgetting_secrets(err, err.__cause__)
     except MALFORMED_MESSAGE_ERRORS as err:
-        # The type is named, never the bytes.
-        raise DecryptionError(
-            f"{_where(binding, pk)}: the stored value is not a valid encrypted message for this field "
-            f"({type(err).__name__}).",
-            code=type(err).__name__,
-        ) from err
+        # The type is named, never the bytes; the SDK's exception is dropped, not chained: its frames
+        # hold the derived key and any plaintext of frames already authenticated.
+        name = type(err).__name__
+        failure = DecryptionError(f"the stored value is not a valid encrypted message for this field ({name}).", code=name)
+        return _forgetting_secrets(failure, None, err)
     finally:
-        if decryptor is not None and not decryptor.closed:
+        if not decryptor.closed:
             # The SDK's close() raises "Footer not read" for a message that failed part-way; left to
             # the garbage collector, Python 3.13 reports that as an unraisable exception.
             io.IOBase.close(decryptor)
-    return plaintext
 
 
+def _shape_refusal(message: bytes, keyring: KeyringConfig) -> DecryptionError | None:
+    """Why ``message`` is refused before any KMS call or body work, if it is: too large, framed
+    otherwise than this app writes, or (with ``REQUIRE_ALGORITHM``) under another suite."""
+    if len(message) > keyring.max_message_bytes:
+        return DecryptionError(
+            f"the stored value is {len(message)} bytes, over MAX_MESSAGE_BYTES={keyring.max_message_bytes}.",
+            code="MessageTooLarge",
+        )
+    shape = body_shape(message)
+    if shape is None:
+        return None  # not laid out like a message at all: the SDK refuses it in its own words
+    if not shape.framed or shape.frame_length != FRAME_LENGTH:
+        return DecryptionError(
+            f"the stored value is not framed as this app writes messages (frames of {FRAME_LENGTH} bytes).",
+            code="FrameLength",
+        )
+    if keyring.require_algorithm and shape.suite_id != Algorithm[keyring.algorithm].algorithm_id:
+        return DecryptionError(
+            f"the stored value uses another algorithm suite than ALGORITHM={keyring.algorithm}, and the keyring "
+            "sets REQUIRE_ALGORITHM.",
+            code="AlgorithmSuite",
+        )
+    return None
+
+
+def _forgetting_secrets(failure: KMSFieldsError, cause: BaseException | None, *dropped: BaseException) -> _Failure:
+    """``failure`` and the ``cause`` to chain to it, after clearing the local variables of every finished
+    frame that ``cause`` or a ``dropped`` exception still references (the SDK's frames hold data keys).
+    File and line stay in the traceback; only the variables go."""
+    pending = [exc for exc in (failure, cause, *dropped) if exc is not None]
+    seen: set[int] = set()
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        pending += [linked for linked in (exc.__cause__, exc.__context__) if linked is not None]
+    return failure, cause

@@ -16,6 +16,8 @@ from functools import cached_property
 from typing import Any
 
 from django.core import checks
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_variables
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.expressions import Case, Col, Value, When
@@ -106,6 +108,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             return value
         return super().get_prep_value(value)
 
+    @method_decorator(sensitive_variables("value"))
     def get_db_prep_value(self, value: Any, connection: BaseDatabaseWrapper, prepared: bool = False) -> Any:
         if not prepared:
             value = self.get_prep_value(value)
@@ -213,7 +216,28 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
     # -- checks -----------------------------------------------------------------------------------
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        return [*super().check(**kwargs), *self._check_keyring(), *self._check_not_indexed()]
+        return [*super().check(**kwargs), *self._check_keyring(), *self._check_not_indexed(), *self._check_binding_unique()]
+
+    def _check_binding_unique(self) -> list[checks.CheckMessage]:
+        label = self.field_binding().label
+        sharing = [
+            f"{field.model._meta.label}.{field.name}"
+            for model in self.model._meta.apps.get_models()
+            for field in model._meta.local_concrete_fields
+            if isinstance(field, EncryptedField) and field is not self and field.field_binding().label == label
+        ]
+        if not sharing:
+            return []
+        return [
+            checks.Error(
+                f"binding {label!r} is also the binding of {', '.join(sharing)}.",
+                hint="Fields that share a binding can read each other's values: a value copied from one column "
+                "into the other decrypts. Give each field its own binding (after a rename, only the renamed "
+                "field keeps the old label).",
+                obj=self,
+                id="kms_fields.E032",
+            )
+        ]
 
     def _check_keyring(self) -> list[checks.CheckMessage]:
         aliases = conf.keyring_aliases()

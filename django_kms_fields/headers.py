@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
+from dataclasses import dataclass
 
 from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError
 from aws_encryption_sdk.identifiers import Algorithm, SerializationVersion
@@ -18,7 +19,13 @@ from .conf import ALGORITHMS, KeyringConfig
 from .exceptions import DecryptionError
 from .keys import KMS_PROVIDER_ID
 
-__all__ = ["MALFORMED_HEADER_ERRORS", "MESSAGE_PREFIXES", "looks_like_message", "is_current_message", "wrapping_key_arns"]
+__all__ = [
+    "FRAME_LENGTH",
+    "MALFORMED_HEADER_ERRORS",
+    "MESSAGE_PREFIXES",
+    "BodyShape",
+    "body_shape",
+    "looks_like_message", "is_current_message", "wrapping_key_arns"]
 
 # What the SDK's header parser raises for bytes that are not a message header: its own errors, and
 # from deeper in it struct, value, index and key errors. The hostile-value fuzz proves the list.
@@ -44,14 +51,58 @@ MESSAGE_PREFIXES = frozenset(_message_prefix(name) for name in ALGORITHMS)
 _PREFIX_LENGTH = 3
 
 
+# The frame length this app writes (the SDK's and the AWS Encryption SDK CLI's default). A stored
+# value with any other is refused before any KMS call or body work: one-byte frames make a value
+# cost thousands of times more CPU to read than its size.
+FRAME_LENGTH = 4096
+_FRAMED_DATA = 2
+_MESSAGE_ID_LENGTH = 32  # message format version 2
+
+
+@dataclass(frozen=True)
+class BodyShape:
+    suite_id: int
+    framed: bool
+    frame_length: int
+
+
+def body_shape(message: bytes) -> BodyShape | None:
+    """The suite, content type and frame length of a version 2 message, read by walking its header's
+    length fields (a few microseconds; the SDK's full header parse costs ~90). None when ``message``
+    is not laid out like one, which the SDK then refuses on its own.
+    """
+    if len(message) < 3 + _MESSAGE_ID_LENGTH + 2 or message[0] != SerializationVersion.V2.value:
+        return None
+    suite_id = int.from_bytes(message[1:3], "big")
+    offset = 3 + _MESSAGE_ID_LENGTH
+    offset += 2 + int.from_bytes(message[offset : offset + 2], "big")  # the encryption context
+    if offset + 2 > len(message):
+        return None
+    data_keys = int.from_bytes(message[offset : offset + 2], "big")
+    offset += 2
+    for _ in range(data_keys * 3):  # provider id, key info, wrapped key: each length-prefixed
+        if offset + 2 > len(message):
+            return None
+        offset += 2 + int.from_bytes(message[offset : offset + 2], "big")
+    if offset + 5 > len(message):
+        return None
+    return BodyShape(
+        suite_id=suite_id,
+        framed=message[offset] == _FRAMED_DATA,
+        frame_length=int.from_bytes(message[offset + 1 : offset + 5], "big"),
+    )
+
+
 def looks_like_message(stored: bytes) -> bool:
     """Whether ``stored`` starts like a message this app writes (left-over plaintext does not)."""
     return bytes(stored[:_PREFIX_LENGTH]) in MESSAGE_PREFIXES
 
 
 def is_current_message(stored: bytes, keyring: KeyringConfig) -> bool:
-    """Whether ``stored`` is a message wrapped by exactly the keyring's ``KEY_ARNS`` (header only, no KMS)."""
-    if not looks_like_message(stored):
+    """Whether ``stored`` is a message under the keyring's ``ALGORITHM`` wrapped by exactly its
+    ``KEY_ARNS`` (header only, no KMS call)."""
+    shape = body_shape(stored)
+    if shape is None or shape.suite_id != Algorithm[keyring.algorithm].algorithm_id:
         return False
     try:
         return wrapping_key_arns(stored) == frozenset(keyring.key_arns)

@@ -84,7 +84,12 @@ class KeyringMasterKeyProvider(MasterKeyProvider):
             if listed == wrapping_arn or self._replicates(listed, wrapping_arn):
                 return listed
         discovery = self.keyring.discovery
-        if discovery is not None and parsed.account in discovery.account_ids and parsed.partition == discovery.partition:
+        if (
+            discovery is not None
+            and parsed.account in discovery.account_ids
+            and parsed.partition == discovery.partition
+            and parsed.region in discovery.regions
+        ):
             return wrapping_arn
         return None
 
@@ -114,14 +119,16 @@ class KeyringMasterKeyProvider(MasterKeyProvider):
         a bare "unable to decrypt any data key". Here the reason survives: a KMS outage is
         ``KMSUnavailableError``, a refusal ``KMSRequestError``.
         """
-        candidates = []
+        candidates = {}
         positions = {arn: position for position, arn in enumerate(self.keyring.readable_key_arns)}
         for edk in encrypted_data_keys:
             if edk.key_provider.provider_id != KMS_PROVIDER_ID:
                 continue
             local = self.local_key_for(edk.key_provider.key_info.decode("utf-8", errors="replace"))
-            if local is not None:
-                candidates.append((positions.get(local, len(positions)), local, edk))
+            # Each key of the keyring is asked at most once per message: a header that lists one key
+            # nine times must not cost nine KMS calls on every read.
+            if local is not None and local not in candidates:
+                candidates[local] = (positions.get(local, len(positions)), local, edk)
         if not candidates:
             raise DecryptionError(
                 "the stored value's data keys are wrapped by no key of keyring "
@@ -129,9 +136,8 @@ class KeyringMasterKeyProvider(MasterKeyProvider):
             )
         # In KEY_ARNS order, then DECRYPT_KEY_ARNS, then discovered keys: the key listed first (say, the
         # one in the local region) is tried first.
-        candidates.sort(key=lambda candidate: candidate[0])
         failures: list[KMSFieldsError] = []
-        for _position, local, edk in candidates:
+        for _position, local, edk in sorted(candidates.values(), key=lambda candidate: candidate[0]):
             master_key = self.master_key_for_decrypt(local.encode())
             try:
                 return master_key.decrypt_data_key(edk, algorithm, encryption_context)

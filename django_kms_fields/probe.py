@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
+from django.views.decorators.debug import sensitive_variables
 
 from . import clients
 from .conf import FIELD_CONTEXT_KEY, KeyringConfig
@@ -80,6 +81,7 @@ def probe_key(keyring: KeyringConfig, key_arn: str, *, role: str) -> KeyProbe:
     )
 
 
+@sensitive_variables("data_key", "generated", "decrypted")
 def _exercise(client: object, keyring: KeyringConfig, key_arn: str, role: str, state: dict[str, str | None]) -> None:
     region = keyring.region_of(key_arn)
     about = {"key_arn": key_arn, "region": region, "operation": "DescribeKey"}

@@ -230,7 +230,7 @@ def reencrypt_column(
     shard: tuple[int, int] | None = None,
     progress: Callable[[Progress], None] = lambda progress: None,
 ) -> RewriteStats:
-    """Re-encrypts every value of ``field`` not wrapped by exactly the keyring's ``KEY_ARNS``.
+    """Re-encrypts every value of ``field`` not under the keyring's ``ALGORITHM`` and exactly its ``KEY_ARNS``.
 
     Which values need it is read from each message header, with no KMS call; legacy plaintext is
     encrypted too when the field has ``accept_plaintext``. ``dry_run`` counts without writing.
@@ -261,9 +261,11 @@ def _reencryption(
     stats.scanned += 1
     is_plaintext = field.accept_plaintext and not headers.looks_like_message(stored)
     try:
-        if not is_plaintext and headers.wrapping_key_arns(stored) == frozenset(keyring.key_arns):
+        if not is_plaintext and headers.is_current_message(stored, keyring):
             stats.current += 1
             return None
+        if not is_plaintext:
+            headers.wrapping_key_arns(stored)  # an unreadable header is a failure, in a dry run too
         if dry_run:
             stats.rewritten += 1
             stats.plaintext += is_plaintext

@@ -42,6 +42,8 @@ _OWNED_CLIENT_OPTIONS = {
     "region_name": "REGION_NAME (or the region in each key ARN)",
 }
 _ARN_HINT = "Use arn:<partition>:kms:<region>:<account>:key/<key-id>."
+_DISCOVERY_KEYS = {"ACCOUNT_IDS", "PARTITION", "REGIONS"}
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,11 @@ _KEYRING_RULES = (
           "It is how many consecutive KMS failures open the circuit breaker; None turns the breaker off."),
     _Rule("BREAKER_COOLDOWN", "E018", _positive_seconds, "a positive number of seconds",
           f"The default is {KEYRING_DEFAULTS['BREAKER_COOLDOWN']}: how long an open breaker fails fast before one trial call."),
+    _Rule("MAX_MESSAGE_BYTES", "E030", lambda v: _is_whole(v) and v >= 1024, "a whole number of bytes, at least 1024",
+          f"The default is {KEYRING_DEFAULTS['MAX_MESSAGE_BYTES']} (16 MiB): a stored value larger than this is refused "
+          "before any work, so a planted value cannot make one read arbitrarily expensive."),
+    _Rule("REQUIRE_ALGORITHM", "E031", lambda v: isinstance(v, bool), "True or False",
+          "True refuses, on read, values whose algorithm suite is not ALGORITHM (after kms_fields_reencrypt moved them)."),
 )
 _CACHE_HINT = 'For example "CACHE": {"MAX_AGE": 300, "MAX_MESSAGES": 1000, "CAPACITY": 1000}, or None to call KMS for every value.'
 _CACHE_RULES = (
@@ -182,22 +189,25 @@ def _discovery_problems(where: str, discovery: object) -> list[ConfigProblem]:
     if discovery is None:
         return []
     hint = (
-        'For example "DISCOVERY": {"ACCOUNT_IDS": ["111122223333"], "PARTITION": "aws"}: values wrapped by any '
-        "key of those accounts may then be decrypted, if IAM allows it."
+        'For example "DISCOVERY": {"ACCOUNT_IDS": ["111122223333"], "PARTITION": "aws", "REGIONS": ["eu-west-1"]}: '
+        "values wrapped by any key of those accounts in those regions (by default the regions of the listed keys) "
+        "may then be decrypted, if IAM allows it."
     )
-    if not isinstance(discovery, Mapping) or set(discovery) != {"ACCOUNT_IDS", "PARTITION"}:
-        return [ConfigProblem("E023", f"{where}['DISCOVERY'] must be a dict with ACCOUNT_IDS and PARTITION.", hint)]
-    accounts, partition = discovery["ACCOUNT_IDS"], discovery["PARTITION"]
+    if not isinstance(discovery, Mapping) or not {"ACCOUNT_IDS", "PARTITION"} <= set(discovery) <= _DISCOVERY_KEYS:
+        return [ConfigProblem("E023", f"{where}['DISCOVERY'] must be a dict with ACCOUNT_IDS, PARTITION and optionally REGIONS.", hint)]
+    accounts, partition, regions = discovery["ACCOUNT_IDS"], discovery["PARTITION"], discovery.get("REGIONS", ["us-east-1"])
     if (
         not isinstance(accounts, (list, tuple))
         or not accounts
         or not all(isinstance(a, str) and re.fullmatch(r"\d{12}", a) for a in accounts)
         or not (isinstance(partition, str) and re.fullmatch(r"aws[a-z-]*", partition))
+        or not (isinstance(regions, (list, tuple)) and regions and all(isinstance(r, str) and _REGION.fullmatch(r) for r in regions))
     ):
         return [
             ConfigProblem(
                 "E023",
-                f"{where}['DISCOVERY'] needs a non-empty list of 12-digit ACCOUNT_IDS and a PARTITION such as 'aws'.",
+                f"{where}['DISCOVERY'] needs a non-empty list of 12-digit ACCOUNT_IDS, a PARTITION such as 'aws', "
+                "and REGIONS, if given, a non-empty list of region names.",
                 hint,
             )
         ]

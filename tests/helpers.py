@@ -4,8 +4,20 @@ Test modules import from here and never from each other, so running or editing o
 depends on another module's tests.
 """
 
+import io
+import os
 import struct
+import types
 from dataclasses import dataclass
+
+import attr
+import aws_encryption_sdk
+from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
+from aws_encryption_sdk.internal.crypto.data_keys import derive_data_encryption_key
+from aws_encryption_sdk.internal.formatting.deserialize import deserialize_header
+from aws_encryption_sdk.key_providers.kms import KMSMasterKey
+from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
+from aws_encryption_sdk.materials_managers.default import DefaultCryptoMaterialsManager
 
 from django.db import connection
 
@@ -85,3 +97,101 @@ def regions_of(message: bytes) -> Regions:
     assert body_tag.stop == len(message), "the test's idea of the format is off"
     return Regions(range(0, 3), range(3, 35), context, data_keys, content_type_and_frame, commitment, header_tag,
                    frame_header, frame_iv, body, body_tag)
+
+
+# --- secrets reachable from an exception --------------------------------------------------------------
+
+_OPAQUE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.CodeType)
+_TESTS_DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+
+
+def message_secrets(message: bytes, local_kms, plaintext: bytes) -> list[bytes]:
+    """The plaintext, the data key and the encryption key derived from it for one stored message.
+
+    The data key is asked of the local KMS directly (a test may; the app's code is not involved).
+    """
+    header, _raw = deserialize_header(io.BytesIO(message), 64)
+    context = {k: v for k, v in header.encryption_context.items() if not k.startswith("aws-crypto-")}
+    edk = next(iter(header.encrypted_data_keys))
+    data_key = local_kms.admin().decrypt(
+        CiphertextBlob=edk.encrypted_data_key, EncryptionContext=context,
+        KeyId=edk.key_provider.key_info.decode(),
+    )["Plaintext"]
+    derived = derive_data_encryption_key(data_key, header.algorithm, header.message_id)
+    # (The commitment value derived from the data key is stored in every header: no secret.)
+    return [plaintext, data_key, derived]
+
+
+def secrets_reachable_from(error: BaseException, secrets: list[bytes]) -> list[str]:
+    """Where a secret is held by a local variable of a frame that ``error`` reaches through its
+    traceback, ``__cause__`` or ``__context__`` (as a debug page or an error tracker would show it),
+    up to a few attributes deep. The test's own frames are left out."""
+    found: list[str] = []
+    seen_errors: set[int] = set()
+    pending = [error]
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen_errors:
+            continue
+        seen_errors.add(id(exc))
+        pending += [linked for linked in (exc.__cause__, exc.__context__) if linked is not None]
+        tb = exc.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if not frame.f_code.co_filename.startswith(_TESTS_DIRECTORY):
+                for name, value in frame.f_locals.items():
+                    if _holds_secret(value, secrets, depth=4, seen=set()):
+                        found.append(f"{type(exc).__name__}: {frame.f_code.co_name} ({frame.f_code.co_filename}) local {name}")
+            tb = tb.tb_next
+    return found
+
+
+def _holds_secret(value, secrets, depth, seen) -> bool:
+    if id(value) in seen or isinstance(value, _OPAQUE):
+        return False
+    seen.add(id(value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return any(secret in bytes(value) for secret in secrets)
+    if isinstance(value, str):
+        return any(secret.decode("utf-8", "ignore") in value for secret in secrets if len(secret) >= 8)
+    if depth == 0:
+        return False
+    if isinstance(value, dict):
+        children = [*value.keys(), *value.values()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        children = list(value)
+    else:
+        children = list(getattr(value, "__dict__", {}).values())
+        children += [getattr(value, slot, None) for slot in getattr(type(value), "__slots__", ())]
+    return any(_holds_secret(child, secrets, depth - 1, seen) for child in children)
+
+
+def sdk_message(local_kms, key_arn: str, plaintext: bytes, context: dict[str, str], *, frame_length: int = 4096,
+                algorithm: str = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY", extra_reserved: dict[str, str] | None = None) -> bytes:
+    """A message written by the official SDK, as anyone with kms:GenerateDataKey on the key could write it.
+
+    ``extra_reserved`` adds ``aws-crypto-*`` pairs to the header, through a materials manager of the
+    writer's own (the SDK refuses them as encryption context).
+    """
+    master_key = KMSMasterKey(key_id=key_arn, client=local_kms.admin(key_arn.split(":")[3]))
+    manager = DefaultCryptoMaterialsManager(master_key_provider=master_key)
+    if extra_reserved:
+        manager = _AddingReservedPairs(manager, extra_reserved)
+    sdk = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    message, _header = sdk.encrypt(
+        source=plaintext, materials_manager=manager, encryption_context=context,
+        algorithm=Algorithm[algorithm], frame_length=frame_length,
+    )
+    return message
+
+
+class _AddingReservedPairs(CryptoMaterialsManager):
+    def __init__(self, inner, pairs):
+        self._inner, self._pairs = inner, pairs
+
+    def get_encryption_materials(self, request):
+        materials = self._inner.get_encryption_materials(request)
+        return attr.evolve(materials, encryption_context={**materials.encryption_context, **self._pairs})
+
+    def decrypt_materials(self, request):
+        return self._inner.decrypt_materials(request)

@@ -89,6 +89,11 @@ def test_missing_default_keyring(settings):
         ({"KEY_ARNS": [ARN], "CLIENT_CONFIG": {"no_such_option": 1}}, "kms_fields.E014"),
         ({"KEY_ARNS": [ARN], "CLIENT_CONFIG": "proxies"}, "kms_fields.E014"),
         ({"KEY_ARNS": [ARN], "PROFILE_NAME": 3}, "kms_fields.E015"),
+        ({"KEY_ARNS": [ARN], "DISCOVERY": {"ACCOUNT_IDS": ["111122223333"], "PARTITION": "aws", "REGIONS": []}}, "kms_fields.E023"),
+        ({"KEY_ARNS": [ARN], "DISCOVERY": {"ACCOUNT_IDS": ["111122223333"], "PARTITION": "aws", "REGIONS": ["mars"]}}, "kms_fields.E023"),
+        ({"KEY_ARNS": [ARN], "MAX_MESSAGE_BYTES": 100}, "kms_fields.E030"),
+        ({"KEY_ARNS": [ARN], "MAX_MESSAGE_BYTES": "16MB"}, "kms_fields.E030"),
+        ({"KEY_ARNS": [ARN], "REQUIRE_ALGORITHM": "yes"}, "kms_fields.E031"),
         ({"KEY_ARNS": [ARN], "ENDPOINT_URL": "kms.local:4566"}, "kms_fields.E016"),
     ],
 )
@@ -155,6 +160,25 @@ def field_check_ids(field):
                 app_label = "testapp"
 
         return [error.id for error in Model._meta.get_field("value").check()]
+
+
+def test_two_fields_with_one_binding_can_read_each_others_values_so_both_are_errors():
+    with isolate_apps("tests.testapp"):
+
+        class Model(models.Model):
+            first = EncryptedTextField(binding="testapp.shared")
+            second = EncryptedTextField(binding="testapp.shared")
+            third = EncryptedTextField()
+
+            class Meta:
+                app_label = "testapp"
+
+        errors = {name: Model._meta.get_field(name).check() for name in ("first", "second", "third")}
+
+    assert [e.id for e in errors["first"]] == ["kms_fields.E032"]
+    assert errors["first"][0].msg == "binding 'testapp.shared' is also the binding of testapp.Model.second."
+    assert [e.id for e in errors["second"]] == ["kms_fields.E032"]
+    assert errors["third"] == []
 
 
 def test_a_field_naming_an_unknown_keyring():

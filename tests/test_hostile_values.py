@@ -6,12 +6,13 @@ sample also goes through the database and the ORM.
 """
 
 import random
+import time
 
 import pytest
 from django.db import connection
 
 from django_kms_fields.exceptions import DecryptionError, KMSRequestError
-from tests.helpers import keyring, regions_of, stored, write_raw
+from tests.helpers import keyring, message_secrets, regions_of, secrets_reachable_from, stored, write_raw
 from tests.testapp.models import Invoice, Patient
 
 pytestmark = pytest.mark.django_db
@@ -44,7 +45,7 @@ def hostile_values(message: bytes, others: dict[str, bytes], rng: random.Random)
         yield name, other
 
 
-def test_hostile_stored_values_raise_decryption_error_and_nothing_else(settings, local_kms, keys):
+def test_hostile_stored_values_raise_decryption_error_and_nothing_else(settings, local_kms, keys, kms_calls):
     rng = random.Random(SEED)
     field = Patient._meta.get_field("ssn")
     patient = Patient.objects.create(ssn=VALUE, notes=VALUE, xray=VALUE.encode())
@@ -62,25 +63,39 @@ def test_hostile_stored_values_raise_decryption_error_and_nothing_else(settings,
         "another key": from_stranger_key,
     }
 
+    secrets = message_secrets(message, local_kms, VALUE.encode())
+    field.from_db_value(message, None, connection)  # the data key is cached from here on, as in production
+
     outcomes: dict[str, int] = {}
     cases = 0
+    slowest, most_kms_calls = 0.0, 0
     for name, value in hostile_values(message, others, rng):
         cases += 1
+        kms_calls.clear()
+        started = time.monotonic()
         try:
             result = field.from_db_value(value, None, connection)
         except (DecryptionError, KMSRequestError) as err:
             outcomes[type(err).__name__] = outcomes.get(type(err).__name__, 0) + 1
             assert VALUE not in str(err), name
+            # No frame the error reaches (traceback, cause, context) holds the plaintext or a key.
+            assert secrets_reachable_from(err, secrets) == [], name
         except Exception as err:  # noqa: BLE001 - the point is that nothing else escapes
             pytest.fail(f"{name}: {type(err).__name__} escaped: {err}")
         else:
             # A flip can only be harmless if it changed nothing the SDK authenticates; none is expected.
             pytest.fail(f"{name}: returned {result!r} instead of raising")
+        slowest = max(slowest, time.monotonic() - started)
+        most_kms_calls = max(most_kms_calls, len(kms_calls))
 
     assert cases >= 2000
     # Against this KMS every case is caught before or by the data key's own authentication; a real
     # KMS may also refuse an altered wrapped key (KMSRequestError), which the loop above allows.
     assert outcomes == {"DecryptionError": cases}
+    # Bounded cost per hostile value: at most one KMS call per key of the keyring, and no value that
+    # takes more than a moment (the bound is generous: it catches runaway work, not slowness).
+    assert most_kms_calls <= 2
+    assert slowest < 5, f"one hostile value took {slowest:.1f}s"
 
 
 def test_a_sample_of_hostile_values_through_the_database():

@@ -15,7 +15,7 @@ from collections import Counter
 from functools import cached_property
 from typing import Any
 
-from django.core import checks
+from django.core import checks, exceptions
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_variables
 from django.db import models
@@ -23,6 +23,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.expressions import Case, Col, Value, When
 from django.db.models.functions import Cast
 from django.db.models.lookups import Lookup
+from django.utils.functional import Promise
 
 from . import conf, crypto, headers, lookups
 from .compat import BinaryPlaceholderHook
@@ -52,6 +53,10 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
     ``accept_plaintext`` (off by default) reads stored values that are not encrypted messages as
     legacy plaintext, counting and logging each, while a column is being moved to encryption.
     """
+
+    # Options that change how values are encrypted, never the column: changing only these makes a
+    # migration that alters nothing in the database (SQLite would otherwise rebuild the table).
+    non_db_attrs = (*models.Field.non_db_attrs, "keyring", "binding", "accept_plaintext")
 
     def __init__(
         self,
@@ -277,6 +282,21 @@ class EncryptedTextField(EncryptedField, models.TextField):
     """Text encrypted under a KMS keyring; reads give back ``str``."""
 
     description = "Text encrypted with AWS KMS"
+
+    def get_prep_value(self, value: Any) -> Any:
+        # TextField would turn anything into text with str(): b"raw" would be stored as "b'raw'".
+        if isinstance(value, Promise):
+            value = str(value)
+        if value is None or isinstance(value, (str, PendingDecryption)) or hasattr(value, "resolve_expression"):
+            return super().get_prep_value(value)
+        raise EncryptionError(f"{self.model._meta.label}.{self.name} takes text (str), not {type(value).__name__}.")
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raise exceptions.ValidationError(
+                f"{self.model._meta.label}.{self.name} takes text, not {type(value).__name__}.", code="invalid"
+            )
+        return super().to_python(value)
 
     def to_plaintext_bytes(self, value: Any) -> bytes:
         try:

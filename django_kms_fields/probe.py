@@ -25,7 +25,7 @@ ROLES = {
 # KMS and STS codes that mean the credentials themselves are wrong, not the key or the policy.
 _CREDENTIAL_CODES = frozenset(
     {"UnrecognizedClientException", "InvalidSignatureException", "ExpiredToken", "ExpiredTokenException",
-     "InvalidClientTokenId", "NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"}
+     "InvalidClientTokenId", "NoCredentialsError", "PartialCredentialsError"}
 )
 _NOT_FOUND_CODES = frozenset({"NotFoundException"})
 _KEY_STATE_CODES = frozenset({"DisabledException", "KMSInvalidStateException", "KeyUnavailableException"})
@@ -118,6 +118,11 @@ def what_to_fix(probe: KeyProbe, keyring: KeyringConfig) -> str:
     if error is None:
         return "nothing."
     code = error.code or ""
+    if code == "ProfileNotFound":
+        return (
+            f"profile: PROFILE_NAME={keyring.profile_name!r} names an AWS profile that does not exist in this "
+            "process's AWS config files; create it there, or fix or remove PROFILE_NAME."
+        )
     if isinstance(error, KMSFieldsConfigurationError) or code in _CREDENTIAL_CODES:
         return "credentials: give this process AWS credentials (environment, instance or task role) or set PROFILE_NAME."
     if isinstance(error, KMSUnavailableError):

@@ -13,3 +13,4 @@ class KMSFieldsConfig(AppConfig):
         checks.register(kms_checks.check_settings, checks.Tags.security)
         checks.register(kms_checks.check_botocore_logging, checks.Tags.security)
         checks.register(kms_checks.check_accept_plaintext, checks.Tags.security, deploy=True)
+        checks.register(kms_checks.check_migrations, checks.Tags.database)

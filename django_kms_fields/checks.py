@@ -60,3 +60,18 @@ def check_accept_plaintext(app_configs: Any = None, **kwargs: Any) -> list[check
         for field in model._meta.local_concrete_fields
         if isinstance(field, EncryptedField) and field.accept_plaintext
     ]
+
+
+def check_migrations(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Unapplied migrations that would lose or mangle encrypted values (``migrate`` runs this first).
+
+    Only with ``databases`` (as ``migrate`` and ``check --database`` pass them): whether a migration
+    is still to run depends on the database.
+    """
+    from .migration_safety import unsafe_operations
+
+    return [
+        checks.Error(problem.msg, hint=problem.hint, obj=problem.obj, id=f"kms_fields.{problem.id}")
+        for alias in databases or ()
+        for problem in unsafe_operations(alias)
+    ]

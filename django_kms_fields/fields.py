@@ -142,7 +142,24 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             self._refuse_unencrypted_expression(value)
         return value
 
-    def decrypt_message(self, message: bytes, pk: object = None) -> Any:
+    def decrypt_message(self, message: Any, pk: object = None) -> Any:
+        """The value of one stored message, as the database driver gave it (bytes, or memoryview).
+
+        Text from the driver means the column still holds text, as SQLite keeps it in a column that
+        Django converted from a text column: with ``accept_plaintext`` it is legacy plaintext (its
+        UTF-8 bytes), otherwise a ``DecryptionError``, never a ``TypeError``.
+        """
+        if isinstance(message, str):
+            if self.accept_plaintext:
+                return self._legacy_plaintext(message.encode("utf-8"), pk)
+            where = f"{self.model._meta.label}.{self.name}" + ("" if pk is None else f" (pk={pk!r})")
+            raise DecryptionError(
+                f"{where}: the column holds text, not an encrypted message; was it converted from a text "
+                "column with AlterField? Convert it with django_kms_fields.operations.ConvertToEncryptedField "
+                "and read it with accept_plaintext=True until kms_fields_reencrypt has run.",
+                code="TextInColumn",
+            )
+        message = bytes(message)
         if self.accept_plaintext and not headers.looks_like_message(message):
             return self._legacy_plaintext(message, pk)
         plaintext = crypto.decrypt(message, conf.get_keyring(self.keyring), self.field_binding(), pk=pk)
@@ -162,7 +179,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
     def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
         if value is None:
             return None
-        return self.decrypt_message(bytes(value))
+        return self.decrypt_message(value)
 
     # -- lazy decryption --------------------------------------------------------------------------
 

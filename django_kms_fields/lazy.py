@@ -41,13 +41,14 @@ class PendingDecryption:
         self.message = message
 
     def decrypt(self, pk: object = None) -> Any:
-        return self.field.decrypt_message(bytes(self.message), pk)
+        return self.field.decrypt_message(self.message, pk)
 
     def __repr__(self) -> str:
         return f"<PendingDecryption of {self.field.model._meta.label}.{self.field.name}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (PendingDecryption, (self.field, bytes(self.message)))
+        message = self.message if isinstance(self.message, str) else bytes(self.message)
+        return (PendingDecryption, (self.field, message))
 
 
 class DecryptingAttribute(DeferredAttribute):

@@ -13,6 +13,7 @@ between runs: a rerun after a crash finds the rows already done current, and goe
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 
 from django.apps import apps
 from django.db import connections, models, router, transaction
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
 from . import conf, crypto, headers
 from .exceptions import KMSFieldsError
@@ -199,6 +201,9 @@ def _write_batch(model: type[models.Model], column: str, swaps: list[_Swap], *, 
             guards, params = [], [binary(swap.new), swap.pk]
             if swap.expect_null:
                 guards.append(f"{qn(column)} IS NULL")
+            elif isinstance(swap.expected, str):
+                guards.append(f"{qn(column)} = %s")
+                params.append(swap.expected)
             else:
                 guards.append(f"{qn(column)} = {binary_placeholder(connection, swap.expected)}")
                 params.append(binary(swap.expected))
@@ -229,13 +234,15 @@ def reencrypt_column(
     dry_run: bool = False,
     shard: tuple[int, int] | None = None,
     progress: Callable[[Progress], None] = lambda progress: None,
+    using: str | None = None,
 ) -> RewriteStats:
     """Re-encrypts every value of ``field`` not under the keyring's ``ALGORITHM`` and exactly its ``KEY_ARNS``.
 
     Which values need it is read from each message header, with no KMS call; legacy plaintext is
-    encrypted too when the field has ``accept_plaintext``. ``dry_run`` counts without writing.
+    encrypted too when the field has ``accept_plaintext``. ``dry_run`` counts without writing. ``using``
+    names the database (default: the router's choice for writing ``model``).
     """
-    using = router.db_for_write(model)
+    using = using or router.db_for_write(model)
     keyring = conf.get_keyring(field.keyring)
     binding = field.field_binding()
     stats = RewriteStats()
@@ -246,7 +253,7 @@ def reencrypt_column(
         swaps = [
             swap
             for pk, stored in rows
-            if (swap := _reencryption(field, keyring, binding, pk, bytes(stored), stats, dry_run)) is not None
+            if (swap := _reencryption(field, keyring, binding, pk, stored, stats, dry_run)) is not None
         ]
         _land(model, field.column, swaps, stats, using=using)
         progress(Progress(label, stats.scanned, total, time.monotonic() - started))
@@ -254,13 +261,21 @@ def reencrypt_column(
 
 
 def _reencryption(
-    field: EncryptedField, keyring: conf.KeyringConfig, binding: crypto.FieldBinding, pk: Any, stored: bytes,
+    field: EncryptedField, keyring: conf.KeyringConfig, binding: crypto.FieldBinding, pk: Any, stored: Any,
     stats: RewriteStats, dry_run: bool,
 ) -> _Swap | None:
-    """The swap that brings one stored value under the current keys, or None (counted in ``stats``)."""
+    """The swap that brings one stored value under the current keys, or None (counted in ``stats``).
+
+    ``stored`` is what the driver gave: bytes, a memoryview, or text that SQLite kept in a column
+    converted from a text column (legacy plaintext, compared as text when swapped).
+    """
     stats.scanned += 1
-    is_plaintext = field.accept_plaintext and not headers.looks_like_message(stored)
+    is_text = isinstance(stored, str)
+    stored = stored if is_text else bytes(stored)
+    is_plaintext = field.accept_plaintext and (is_text or not headers.looks_like_message(stored))
     try:
+        if is_text and not is_plaintext:
+            field.decrypt_message(stored, pk)  # raises DecryptionError, naming the field and pk
         if not is_plaintext and headers.is_current_message(stored, keyring):
             stats.current += 1
             return None
@@ -270,7 +285,7 @@ def _reencryption(
             stats.rewritten += 1
             stats.plaintext += is_plaintext
             return None
-        plaintext = stored if is_plaintext else crypto.decrypt(stored, keyring, binding, pk=pk)
+        plaintext = (stored.encode("utf-8") if is_text else stored) if is_plaintext else crypto.decrypt(stored, keyring, binding, pk=pk)
         return _Swap(pk, crypto.encrypt(plaintext, keyring, binding), stored, plaintext=is_plaintext)
     except KMSFieldsError as err:
         stats.fail(pk, err)
@@ -303,6 +318,24 @@ def _land(model: type[models.Model], column: str, swaps: list[_Swap], stats: Rew
     stats.plaintext += sum(swap.plaintext for swap in landed)
 
 
+# A RunPython function is called as function(apps, schema_editor); the migration's connection is the
+# schema editor's. Searched for a few frames up, so a helper between them still finds it.
+_MIGRATION_FRAMES_SEARCHED = 8
+
+
+def _migration_database() -> str | None:
+    """The alias of the database a running migration applies to, if the caller runs inside one."""
+    frame = sys._getframe(2)
+    for _ in range(_MIGRATION_FRAMES_SEARCHED):
+        if frame is None:
+            return None
+        editor = frame.f_locals.get("schema_editor")
+        if isinstance(editor, BaseDatabaseSchemaEditor):
+            return editor.connection.alias
+        frame = frame.f_back
+    return None
+
+
 def copy_plaintext_column(
     model: type[models.Model],
     source: str,
@@ -311,6 +344,7 @@ def copy_plaintext_column(
     batch_size: int = 500,
     progress: Callable[[Progress], None] = lambda progress: None,
     raise_on_failure: bool = True,
+    using: str | None = None,
 ) -> RewriteStats:
     """Fills the encrypted field ``target`` from the plaintext field ``source``, in batches.
 
@@ -318,13 +352,15 @@ def copy_plaintext_column(
     NULL and ``source`` still holds what was read; so the application may write either meanwhile, and
     a rerun finishes what is left. Raises ``RewriteIncomplete`` after the last batch if any row could
     not be encrypted (a KMS outage, say), so that a data migration is not recorded as applied. Works
-    with the historical models of a data migration (``apps.get_model(...)`` in ``RunPython``).
+    with the historical models of a data migration (``apps.get_model(...)`` in ``RunPython``), on the
+    migration's own database (``migrate --database other`` fills ``other``); elsewhere on ``using``, or
+    the router's choice for writing ``model``.
     """
     source_field = model._meta.get_field(source)
     target_field = model._meta.get_field(target)
     if not isinstance(target_field, EncryptedField):
         raise TypeError(f"{model._meta.label}.{target} is not an encrypted field.")
-    using = router.db_for_write(model)
+    using = using or _migration_database() or router.db_for_write(model)
     keyring = conf.get_keyring(target_field.keyring)
     binding = target_field.field_binding()
     stats = RewriteStats()

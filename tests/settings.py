@@ -74,7 +74,18 @@ _DATABASES = {
 DATABASE_VENDOR = os.environ.get("KMS_FIELDS_TEST_DATABASE", "sqlite")
 if DATABASE_VENDOR not in _DATABASES:
     raise RuntimeError(f"KMS_FIELDS_TEST_DATABASE must be one of {', '.join(_DATABASES)}, not {DATABASE_VENDOR!r}")
-DATABASES = {"default": _DATABASES[DATABASE_VENDOR]}
+DATABASES = {
+    "default": _DATABASES[DATABASE_VENDOR],
+    # A second database of the same kind, for what must happen on the database it is told to use.
+    "other": {
+        **_DATABASES[DATABASE_VENDOR],
+        "NAME": _DATABASES[DATABASE_VENDOR]["NAME"] + ("" if DATABASE_VENDOR != "sqlite" else ".other"),
+        "TEST": {
+            **_DATABASES[DATABASE_VENDOR]["TEST"],
+            "NAME": _DATABASES[DATABASE_VENDOR]["TEST"]["NAME"].replace(_TEST_DATABASE_NAME, _TEST_DATABASE_NAME + "_other"),
+        },
+    },
+}
 
 # Replaced by tests/conftest.py with keys of the local KMS endpoint before any test runs.
 KMS_FIELDS = {

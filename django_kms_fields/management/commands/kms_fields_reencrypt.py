@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 from django_kms_fields.rewrite import Progress, RewriteStats, encrypted_fields, reencrypt_column
 
@@ -51,6 +52,10 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=500, help="rows per batch and transaction (default 500)")
         parser.add_argument("--dry-run", action="store_true", help="count what would be rewritten; write nothing")
         parser.add_argument(
+            "--database", default=None, metavar="ALIAS",
+            help="the database to rewrite (default: where the router writes each model)",
+        )
+        parser.add_argument(
             "--shard", type=_shard, default=None, metavar="K/N",
             help="only rows whose pk modulo N is K, so that N processes share one table (0 <= K < N)",
         )
@@ -58,6 +63,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
+        if options["database"] is not None and options["database"] not in connections:
+            raise CommandError(f"--database {options['database']!r} is not in DATABASES ({', '.join(connections)}).")
         try:
             fields = encrypted_fields(options["labels"])
         except LookupError as err:
@@ -74,6 +81,7 @@ class Command(BaseCommand):
                 stats = reencrypt_column(
                     model, field, batch_size=options["batch_size"], dry_run=options["dry_run"],
                     shard=options["shard"], progress=self._progress_writer(interactive, verbosity),
+                    using=options["database"],
                 )
             except ValueError as err:
                 raise CommandError(f"{label}: {err}") from None

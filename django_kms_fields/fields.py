@@ -21,11 +21,12 @@ from django.views.decorators.debug import sensitive_variables
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.expressions import Case, Col, Value, When
+from django.db.models.fields import NOT_PROVIDED
 from django.db.models.functions import Cast
 from django.db.models.lookups import Lookup
 from django.utils.functional import Promise
 
-from . import conf, crypto, headers, lookups
+from . import conf, crypto, field_checks, headers, lookups
 from .compat import BinaryPlaceholderHook
 from .exceptions import DecryptionError, EncryptionError
 from .forms import BinaryUploadField
@@ -69,6 +70,9 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         self.keyring = keyring
         self.binding = binding
         self.accept_plaintext = accept_plaintext
+        # Kept away from Django, which would encrypt it while migrating (a KMS call at migration
+        # time, one ciphertext baked into the DDL for every row): check kms_fields.E035 reports it.
+        self.refused_db_default = kwargs.pop("db_default", NOT_PROVIDED)
         super().__init__(*args, **kwargs)
 
     def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
@@ -238,57 +242,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
     # -- checks -----------------------------------------------------------------------------------
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        return [*super().check(**kwargs), *self._check_keyring(), *self._check_not_indexed(), *self._check_binding_unique()]
-
-    def _check_binding_unique(self) -> list[checks.CheckMessage]:
-        label = self.field_binding().label
-        sharing = [
-            f"{field.model._meta.label}.{field.name}"
-            for model in self.model._meta.apps.get_models()
-            for field in model._meta.local_concrete_fields
-            if isinstance(field, EncryptedField) and field is not self and field.field_binding().label == label
-        ]
-        if not sharing:
-            return []
-        return [
-            checks.Error(
-                f"binding {label!r} is also the binding of {', '.join(sharing)}.",
-                hint="Fields that share a binding can read each other's values: a value copied from one column "
-                "into the other decrypts. Give each field its own binding (after a rename, only the renamed "
-                "field keeps the old label).",
-                obj=self,
-                id="kms_fields.E032",
-            )
-        ]
-
-    def _check_keyring(self) -> list[checks.CheckMessage]:
-        aliases = conf.keyring_aliases()
-        if not aliases or self.keyring in aliases:
-            return []  # a missing KMS_FIELDS is reported once, as kms_fields.E001
-        return [
-            checks.Error(
-                f"keyring={self.keyring!r} is not a keyring of KMS_FIELDS.",
-                hint="Configured keyrings: " + ", ".join(map(repr, aliases)) + ".",
-                obj=self,
-                id="kms_fields.E020",
-            )
-        ]
-
-    def _check_not_indexed(self) -> list[checks.CheckMessage]:
-        errors = []
-        for option in ("primary_key", "unique", "db_index"):
-            if getattr(self, option if option != "unique" else "_unique"):
-                errors.append(
-                    checks.Error(
-                        f"An encrypted field cannot be {option}=True.",
-                        hint="Every value is encrypted with its own data key, so equal values differ in the "
-                        "database and an index or uniqueness constraint on them means nothing. Index a "
-                        "keyed hash of the value in another column instead.",
-                        obj=self,
-                        id="kms_fields.E021",
-                    )
-                )
-        return errors
+        return [*super().check(**kwargs), *field_checks.check_encrypted_field(self)]
 
 
 # The name of EncryptedField in release 0.1, kept so that code written against it keeps working.

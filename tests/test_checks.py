@@ -181,6 +181,53 @@ def test_two_fields_with_one_binding_can_read_each_others_values_so_both_are_err
     assert errors["third"] == []
 
 
+def model_check_ids(meta_options=None, **field_options):
+    with isolate_apps("tests.testapp"):
+        meta = type("Meta", (), {"app_label": "testapp", **(meta_options or {})})
+        Model = type("Model", (models.Model,), {
+            "__module__": __name__, "Meta": meta, "name": models.CharField(max_length=10),
+            "secret": EncryptedTextField(**field_options),
+        })
+        return [error.id for error in Model._meta.get_field("secret").check()]
+
+
+@pytest.mark.parametrize(
+    ("meta_options", "expected"),
+    [
+        ({"indexes": [models.Index(fields=["secret"], name="i_secret")]}, ["kms_fields.E033"]),
+        ({"indexes": [models.Index(models.functions.Upper("secret"), name="i_upper")]}, ["kms_fields.E033"]),
+        ({"constraints": [models.UniqueConstraint(fields=["name", "secret"], name="u_secret")]}, ["kms_fields.E033"]),
+        ({"constraints": [models.CheckConstraint(condition=models.Q(secret__gt="a"), name="c_secret")]}, ["kms_fields.E033"]),
+        ({"unique_together": [("name", "secret")]}, ["kms_fields.E033"]),
+        ({"ordering": ["-secret"]}, ["kms_fields.E034"]),
+        ({"ordering": [models.F("secret").asc()]}, ["kms_fields.E034"]),
+        # What the database can answer for ciphertext stays allowed.
+        ({"constraints": [models.CheckConstraint(condition=models.Q(secret__isnull=False), name="c_null")]}, []),
+        ({"indexes": [models.Index(fields=["name"], name="i_name")], "ordering": ["name"]}, []),
+    ],
+)
+def test_model_options_that_compare_or_sort_ciphertext_are_errors(meta_options, expected):
+    assert model_check_ids(meta_options) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_db_default_is_an_error_and_never_reaches_the_database(kms_calls):
+    from django.db import connection
+
+    assert model_check_ids(db_default="shared") == ["kms_fields.E035"]
+    with isolate_apps("tests.testapp"):
+        class Unshared(models.Model):
+            secret = EncryptedTextField(db_default="shared")
+
+            class Meta:
+                app_label = "testapp"
+
+        with connection.schema_editor(collect_sql=True) as editor:
+            editor.create_model(Unshared)
+    assert "DEFAULT" not in " ".join(editor.collected_sql).upper()
+    assert kms_calls == []
+
+
 def test_a_field_naming_an_unknown_keyring():
     assert field_check_ids(EncryptedTextField(keyring="arhcive")) == ["kms_fields.E020"]
 

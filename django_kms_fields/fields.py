@@ -32,7 +32,14 @@ from .exceptions import DecryptionError, EncryptionError
 from .forms import BinaryUploadField
 from .lazy import DecryptingAttribute, LazyDecryptionCol, PendingDecryption, called_from_default_columns
 
-__all__ = ["EncryptedField", "EncryptedTextField", "EncryptedBinaryField", "PendingDecryption", "EncryptedFieldMixin"]
+__all__ = [
+    "EncryptedField",
+    "EncryptedTextField",
+    "EncryptedBinaryField",
+    "TextEncoding",
+    "PendingDecryption",
+    "EncryptedFieldMixin",
+]
 
 logger = logging.getLogger("django_kms_fields")
 
@@ -135,6 +142,14 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             value = value.decrypt()
         message = crypto.encrypt(self.to_plaintext_bytes(value), keyring, self.field_binding())
         return connection.Database.Binary(message)
+
+    def get_db_prep_save(self, value: Any, connection: BaseDatabaseWrapper) -> Any:
+        # Every write goes through get_db_prep_value, that is through encryption: counterparts such
+        # as DecimalField or JSONField override this hook with their own preparation of the value.
+        if hasattr(value, "as_sql"):
+            self._refuse_unencrypted_expression(value)
+            return value
+        return self.get_db_prep_value(value, connection, prepared=False)
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
         # Not getattr(): a value that was loaded and never read is written back as the same message,
@@ -249,17 +264,21 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
 EncryptedFieldMixin = EncryptedField
 
 
-class EncryptedTextField(EncryptedField, models.TextField):
-    """Text encrypted under a KMS keyring; reads give back ``str``."""
+class TextEncoding:
+    """Plaintext as the UTF-8 bytes of ``str`` values, for encrypted fields of text types.
 
-    description = "Text encrypted with AWS KMS"
+    Refuses anything but text (lazy translation strings are text), where Django's text fields would
+    turn any object into text with ``str()``: ``b"raw"`` would be stored as ``"b'raw'"``.
+    """
+
+    model: type[models.Model]
+    name: str
 
     def get_prep_value(self, value: Any) -> Any:
-        # TextField would turn anything into text with str(): b"raw" would be stored as "b'raw'".
         if isinstance(value, Promise):
             value = str(value)
         if value is None or isinstance(value, (str, PendingDecryption)) or hasattr(value, "resolve_expression"):
-            return super().get_prep_value(value)
+            return super().get_prep_value(value)  # type: ignore[misc]
         raise EncryptionError(f"{self.model._meta.label}.{self.name} takes text (str), not {type(value).__name__}.")
 
     def to_python(self, value: Any) -> Any:
@@ -267,7 +286,7 @@ class EncryptedTextField(EncryptedField, models.TextField):
             raise exceptions.ValidationError(
                 f"{self.model._meta.label}.{self.name} takes text, not {type(value).__name__}.", code="invalid"
             )
-        return super().to_python(value)
+        return super().to_python(value)  # type: ignore[misc]
 
     def to_plaintext_bytes(self, value: Any) -> bytes:
         try:
@@ -284,6 +303,14 @@ class EncryptedTextField(EncryptedField, models.TextField):
             raise DecryptionError(
                 f"{self.model._meta.label}.{self.name}: the decrypted value is not UTF-8 text."
             ) from None
+
+
+
+
+class EncryptedTextField(TextEncoding, EncryptedField, models.TextField):
+    """Text encrypted under a KMS keyring; reads give back ``str``."""
+
+    description = "Text encrypted with AWS KMS"
 
 
 class EncryptedBinaryField(EncryptedField, models.BinaryField):

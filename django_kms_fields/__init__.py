@@ -7,18 +7,41 @@ module does; the fields are imported on first access, so that importing the app 
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
-__all__ = ["EncryptedField", "EncryptedTextField", "EncryptedBinaryField"]
+_FIELDS = {
+    "EncryptedField": "fields",
+    "EncryptedTextField": "fields",
+    "EncryptedBinaryField": "fields",
+    "EncryptedCharField": "typed_fields",
+    "EncryptedEmailField": "typed_fields",
+    "EncryptedJSONField": "typed_fields",
+    "EncryptedIntegerField": "typed_fields",
+    "EncryptedBigIntegerField": "typed_fields",
+    "EncryptedDecimalField": "typed_fields",
+    "EncryptedDateField": "typed_fields",
+    "EncryptedDateTimeField": "typed_fields",
+}
+__all__ = list(_FIELDS)
 
 if TYPE_CHECKING:
     from .fields import EncryptedBinaryField, EncryptedField, EncryptedTextField
+    from .typed_fields import (
+        EncryptedBigIntegerField,
+        EncryptedCharField,
+        EncryptedDateField,
+        EncryptedDateTimeField,
+        EncryptedDecimalField,
+        EncryptedEmailField,
+        EncryptedIntegerField,
+        EncryptedJSONField,
+    )
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import fields
-
-        return getattr(fields, name)
+    if name in _FIELDS:
+        module = importlib.import_module(f"{__name__}.{_FIELDS[name]}")
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -143,6 +143,10 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         message = crypto.encrypt(self.to_plaintext_bytes(value), keyring, self.field_binding())
         return connection.Database.Binary(message)
 
+    def select_format(self, compiler: Any, sql: str, params: Any) -> tuple[str, Any]:
+        # The column is bytes whatever the counterpart is (JSONField would cast it to text).
+        return sql, params
+
     def get_db_prep_save(self, value: Any, connection: BaseDatabaseWrapper) -> Any:
         # Every write goes through get_db_prep_value, that is through encryption: counterparts such
         # as DecimalField or JSONField override this hook with their own preparation of the value.

@@ -122,6 +122,7 @@ def test_several_mistakes_are_all_reported(settings):
     ]
 
 
+@pytest.mark.django_db(databases=["default", "other"])  # JSONField's check asks each database about JSON
 def test_manage_py_check_fails_on_a_broken_setting(settings):
     settings.KMS_FIELDS = {"default": {"KEY_ARNS": ["not-an-arn"]}}
 
@@ -129,6 +130,7 @@ def test_manage_py_check_fails_on_a_broken_setting(settings):
         call_command("check")
 
 
+@pytest.mark.django_db(databases=["default", "other"])
 def test_manage_py_check_passes_on_the_test_settings(capsys):
     call_command("check")
     assert "no issues" in capsys.readouterr().out

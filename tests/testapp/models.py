@@ -1,6 +1,20 @@
+import uuid
+
 from django.db import models
 
-from django_kms_fields.fields import EncryptedBinaryField, EncryptedTextField
+from django_kms_fields import (
+    EncryptedBigIntegerField,
+    EncryptedBinaryField,
+    EncryptedCharField,
+    EncryptedDateField,
+    EncryptedDateTimeField,
+    EncryptedDecimalField,
+    EncryptedEmailField,
+    EncryptedField,
+    EncryptedIntegerField,
+    EncryptedJSONField,
+    EncryptedTextField,
+)
 
 
 class Patient(models.Model):
@@ -46,3 +60,38 @@ class Referral(models.Model):
 
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="referrals")
     reason = AuditedTextField()
+
+
+class Typed(models.Model):
+    """Each typed encrypted field beside its plain counterpart, for side-by-side round trips."""
+
+    char = models.CharField(max_length=20, null=True, blank=True)
+    e_char = EncryptedCharField(max_length=20, null=True, blank=True)
+    email = models.EmailField(null=True, blank=True)
+    e_email = EncryptedEmailField(null=True, blank=True)
+    data = models.JSONField(null=True, blank=True)
+    e_data = EncryptedJSONField(null=True, blank=True)
+    integer = models.IntegerField(null=True, blank=True)
+    e_integer = EncryptedIntegerField(null=True, blank=True)
+    big = models.BigIntegerField(null=True, blank=True)
+    e_big = EncryptedBigIntegerField(null=True, blank=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    e_amount = EncryptedDecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    day = models.DateField(null=True, blank=True)
+    e_day = EncryptedDateField(null=True, blank=True)
+    moment = models.DateTimeField(null=True, blank=True)
+    e_moment = EncryptedDateTimeField(null=True, blank=True)
+
+
+class EncryptedUUIDField(EncryptedField, models.UUIDField):
+    """A user's own encrypted type, written only through the public API, as the README shows."""
+
+    def to_plaintext_bytes(self, value):
+        return self.to_python(value).bytes
+
+    def from_plaintext_bytes(self, plaintext):
+        return uuid.UUID(bytes=plaintext)
+
+
+class Device(models.Model):
+    serial = EncryptedUUIDField(null=True)

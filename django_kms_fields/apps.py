@@ -12,3 +12,8 @@ class KMSFieldsConfig(AppConfig):
 
         checks.register(kms_checks.check_settings, checks.Tags.security)
         checks.register(kms_checks.check_botocore_logging, checks.Tags.security)
+        if self.apps.is_installed("django.contrib.admin"):
+            # Importing the admin module makes EncryptedFieldListFilter the default filter of encrypted fields.
+            from . import admin, admin_checks  # noqa: F401
+
+            checks.register(admin_checks.check_admin_options, checks.Tags.admin)

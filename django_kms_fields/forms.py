@@ -29,6 +29,10 @@ class StoredBinaryInput(forms.ClearableFileInput):
     def format_value(self, value: Any) -> None:
         return None  # a file input never renders a value, and these bytes are plaintext
 
+    def use_required_attribute(self, initial: Any) -> bool:
+        # FileInput tests the initial value's truth: a stored b"" would make the browser demand a file.
+        return not self.is_hidden and not self.is_initial(initial)
+
     @property
     def can_clear(self) -> bool:
         return self.allows_null and not self.is_required

@@ -224,3 +224,11 @@ def test_with_nothing_stored_a_not_null_column_gets_empty_bytes_or_a_required_er
     assert not form.is_valid()
     assert form.errors == {"required_scan": ["This field is required."]}
     assert form.cleaned_data == {"optional_scan": b""}
+
+
+def test_a_required_upload_is_marked_required_only_while_nothing_is_stored():
+    nothing = str(UploadForm()["required_scan"])
+    empty = str(UploadForm(initial={"required_scan": b""})["required_scan"])
+
+    assert 'type="file" name="required_scan" required' in nothing
+    assert "a stored value of 0 bytes" in empty and 'name="required_scan" required' not in empty

@@ -16,6 +16,8 @@ class StoredBinaryInput(forms.ClearableFileInput):
     Like Django's ``ClearableFileInput`` for a ``FileField``, but a stored value has no URL: the widget
     shows "Currently: a stored value of N bytes" (never the bytes, never a link) and, when the column
     may be NULL and the field is not required, a "Clear" checkbox. Submitting no file keeps the value.
+    The markup is the admin's file widget's (``file-upload``, ``clearable-file-input``), so the admin
+    styles it; outside the admin those classes are inert.
     """
 
     template_name = "django_kms_fields/widgets/stored_binary_input.html"

@@ -81,8 +81,9 @@ class BinaryUploadField(forms.FileField):
         return uploaded.read()
 
     def clean(self, data: Any, initial: Any = None) -> bytes | None:
-        if data in self.empty_values and initial is not None:
-            # No upload: the stored value stays. FileField would take a stored b"" for no value.
+        if initial is not None and (self.disabled or data in self.empty_values):
+            # No upload (a disabled field gets its initial value as data): the stored value stays.
+            # FileField would take a stored b"" for no value, and a disabled field's bytes for a bad file.
             return bytes(initial)
         cleaned = super().clean(data, initial)
         if cleaned is False:  # "Clear" ticked

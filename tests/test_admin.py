@@ -232,3 +232,12 @@ def test_a_required_upload_is_marked_required_only_while_nothing_is_stored():
 
     assert 'type="file" name="required_scan" required' in nothing
     assert "a stored value of 0 bytes" in empty and 'name="required_scan" required' not in empty
+
+
+def test_a_disabled_upload_keeps_the_stored_value():
+    form = UploadForm(data={}, files={}, initial={"required_scan": b"stored", "optional_scan": b""})
+    for field in form.fields.values():
+        field.disabled = True
+
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data == {"required_scan": b"stored", "optional_scan": b""}

@@ -67,7 +67,7 @@ def model_admin_errors(model_admin: admin.ModelAdmin) -> list[checks.CheckMessag
         *_date_hierarchy(model_admin, model, obj),
         *(
             error
-            for inline in model_admin.inlines
+            for inline in model_admin.inlines or ()
             if isinstance(inline, type) and getattr(inline, "model", None) is not None
             for error in _ordering(inline.ordering, inline.model, inline)
         ),

@@ -338,4 +338,6 @@ class EncryptedBinaryField(EncryptedField, models.BinaryField):
         return plaintext
 
     def formfield(self, **kwargs: Any) -> Any:
-        return super().formfield(**{"form_class": BinaryUploadField, "max_length": self.max_length, **kwargs})
+        # With no file and nothing stored: NULL where the column allows it, else b"" (never NULL into NOT NULL).
+        empty_value = None if self.null else b""
+        return super().formfield(**{"form_class": BinaryUploadField, "max_length": self.max_length, "empty_value": empty_value, **kwargs})

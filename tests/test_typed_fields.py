@@ -225,3 +225,28 @@ def test_a_users_own_encrypted_type_built_on_the_public_base_class():
     assert serial.bytes not in stored(Device, device.pk, "serial")
     with pytest.raises(EncryptedLookupError):
         Device.objects.get(serial=serial)
+
+
+def test_the_admin_adds_changes_and_lists_typed_values_like_their_counterparts(admin_client):
+    form = {
+        "char": "Zoë", "e_char": "Zoë", "email": "z@example.com", "e_email": "z@example.com",
+        "data": '{"a": [1, null]}', "e_data": '{"a": [1, null]}', "integer": "-7", "e_integer": "-7",
+        "big": str(2**40), "e_big": str(2**40), "amount": "3.10", "e_amount": "3.10",
+        "day": "2024-02-29", "e_day": "2024-02-29",
+        "moment_0": "2024-02-29", "moment_1": "23:30:00", "e_moment_0": "2024-02-29", "e_moment_1": "23:30:00",
+    }
+
+    added = admin_client.post("/admin/testapp/typed/add/", form)
+
+    assert added.status_code == 302, added.content.decode()[:2000]
+    row = Typed.objects.get()
+    for name in PAIRS:
+        assert getattr(row, f"e_{name}") == getattr(row, name), name
+    change = admin_client.get(f"/admin/testapp/typed/{row.pk}/change/").content.decode()
+    assert change.count('value="Zoë"') == 2 and change.count('value="3.10"') == 2
+    invalid = admin_client.post(f"/admin/testapp/typed/{row.pk}/change/", {**form, "integer": "x", "e_integer": "x"})
+    assert invalid.status_code == 200
+    errors = invalid.context["adminform"].form.errors
+    assert errors["e_integer"] == errors["integer"]
+    listed = admin_client.get("/admin/testapp/typed/").content.decode()
+    assert "Zoë" in listed and "-7" in listed

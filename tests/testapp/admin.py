@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from django_kms_fields.admin import EncryptedFieldListFilter
 
-from .models import Patient
+from .models import Patient, Typed
 
 
 @admin.register(Patient)
@@ -15,3 +15,11 @@ class PatientAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     list_filter = [("notes", EncryptedFieldListFilter), ("xray", EncryptedFieldListFilter)]
     ordering = ["name"]
+
+
+@admin.register(Typed)
+class TypedAdmin(admin.ModelAdmin):
+    """Typed encrypted fields beside their counterparts, edited through the admin."""
+
+    list_display = ["pk", "e_char", "e_integer", "e_day"]
+    sortable_by = ["pk"]

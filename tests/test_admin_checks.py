@@ -262,6 +262,7 @@ def test_only_the_checked_apps_admins_are_checked(register):
     assert [e.id for e in kms_admin_errors(app_configs=[apps.get_app_config("testapp")])] == ["kms_fields.E040"]
 
 
+@pytest.mark.django_db(databases=["default", "other"])  # JSONField's check asks each database about JSON
 def test_manage_py_check_refuses_an_admin_that_would_search_an_encrypted_field(register):
     register(Patient, search_fields=["ssn"])
 

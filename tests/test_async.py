@@ -28,7 +28,7 @@ from tests.testapp.models import Patient
 
 pytestmark = pytest.mark.django_db
 
-SLOW_DECRYPT = 0.4  # seconds the local KMS takes to answer each Decrypt
+SLOW_DECRYPT = 0.6  # seconds the local KMS takes to answer each Decrypt
 TICK = 0.01  # the heartbeat's period
 # The loop may go this long without running and still count as never stalled: far above a tick on a
 # busy machine, far below one slow Decrypt.

@@ -2,7 +2,8 @@
 
 ``from django_kms_fields import EncryptedTextField, EncryptedBinaryField`` works anywhere a model
 module does; the fields are imported on first access, so that importing the app package (as
-``INSTALLED_APPS`` does) loads neither the ORM nor the AWS Encryption SDK.
+``INSTALLED_APPS`` does) loads neither the ORM nor the AWS Encryption SDK. ``adecrypt`` (for async
+code: decrypts loaded instances in a worker thread) is imported the same way.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ _FIELDS = {
     "EncryptedDecimalField": "typed_fields",
     "EncryptedDateField": "typed_fields",
     "EncryptedDateTimeField": "typed_fields",
+    "adecrypt": "lazy",
 }
 __all__ = list(_FIELDS)
 
 if TYPE_CHECKING:
     from .fields import EncryptedBinaryField, EncryptedField, EncryptedTextField
+    from .lazy import adecrypt
     from .typed_fields import (
         EncryptedBigIntegerField,
         EncryptedCharField,

@@ -6,13 +6,22 @@ included) all come from ``SQLCompiler.get_default_columns()``, which calls ``fie
 the field asks ``called_from_default_columns()`` and, if so, hands out a ``LazyDecryptionCol``, whose
 converter yields a ``PendingDecryption`` instead of plaintext. The field's descriptor decrypts it on
 first access. See docs/design.md for what this relies on.
+
+Decrypting may call KMS, so it must not happen on a thread that runs an event loop: there the
+descriptor raises Django's ``SynchronousOnlyOperation``, and ``adecrypt()`` decrypts pending values in
+the worker thread the async ORM uses.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.expressions import Col
@@ -22,7 +31,7 @@ from django.db.models.sql.compiler import SQLCompiler
 if TYPE_CHECKING:
     from .fields import EncryptedField
 
-__all__ = ["PendingDecryption", "DecryptingAttribute", "LazyDecryptionCol", "called_from_default_columns"]
+__all__ = ["PendingDecryption", "DecryptingAttribute", "LazyDecryptionCol", "adecrypt", "called_from_default_columns"]
 
 
 class PendingDecryption:
@@ -63,6 +72,8 @@ class DecryptingAttribute(DeferredAttribute):
             return self
         value = super().__get__(instance, cls)
         if isinstance(value, PendingDecryption):
+            # Checked only here, not on every read: a value already decrypted reads at the usual cost.
+            _refuse_on_event_loop(value, instance)
             value = value.decrypt(pk=instance.pk)
             instance.__dict__[self.attname] = value
         return value
@@ -71,6 +82,114 @@ class DecryptingAttribute(DeferredAttribute):
     # Model.__init__ calls this for every row loaded.
     def __set__(self, instance: Any, value: Any) -> None:
         instance.__dict__[self.attname] = value
+
+
+def _refuse_on_event_loop(pending: PendingDecryption, instance: models.Model) -> None:
+    """Django's ``async_unsafe`` rule for a read that may call KMS, with what to do instead.
+
+    Refused whether or not the data key happens to be cached, so that code that passes in development
+    does not block the loop in production.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+        return
+    field = pending.field
+    raise SynchronousOnlyOperation(
+        f"{field.model._meta.label}.{field.name} (pk={instance.pk!r}) is still encrypted, and decrypting it "
+        f"may call KMS, which would block the event loop. In async code, first "
+        f"`await django_kms_fields.adecrypt(instance)` (or `adecrypt(instances, {field.name!r})`), which "
+        f"decrypts in a worker thread; or read the value inside sync_to_async()."
+    )
+
+
+async def adecrypt(instances: models.Model | Iterable[models.Model], *field_names: str) -> None:
+    """Decrypt the still-encrypted values of model instances in a worker thread, for async code.
+
+    ``instances`` is one model instance or an iterable of them (a list, not a ``QuerySet``: fetch them
+    first, e.g. ``[p async for p in queryset]``). ``field_names`` names the encrypted fields to decrypt;
+    none means every encrypted field. Values already decrypted or assigned, ``None`` and deferred fields
+    are left alone, and nothing leaves the event loop when no value is pending. The others are decrypted
+    in the thread Django's async ORM runs queries in (``sync_to_async(thread_sensitive=True)``), one
+    value after another, and then read on the loop without a KMS call. If one fails, the values before
+    it stay decrypted and its error is raised.
+    """
+    targets = _pending_targets(instances, field_names)
+    del instances  # no frame an error passes through holds the instances (and their plaintext)
+    if not targets:
+        return
+    jobs = [(instance.pk, pending) for instance, _attname, pending in targets]
+    plaintexts, error = await sync_to_async(_decrypt_in_order, thread_sensitive=True)(jobs)
+    _store_plaintexts(targets, plaintexts)
+    del targets, plaintexts
+    if error is not None:
+        raise error
+
+
+def _pending_targets(
+    instances: models.Model | Iterable[models.Model], field_names: tuple[str, ...]
+) -> list[tuple[models.Model, str, PendingDecryption]]:
+    from .fields import EncryptedField
+
+    if isinstance(instances, models.Model):
+        instances = [instances]
+    elif isinstance(instances, models.QuerySet):
+        raise TypeError(
+            "adecrypt() takes model instances, not a QuerySet (iterating it here would query the database "
+            "on the event loop): fetch them first, e.g. [obj async for obj in queryset]."
+        )
+    fields_by_model: dict[type[models.Model], list[models.Field]] = {}
+    targets = []
+    for instance in instances:
+        model = type(instance)
+        fields = fields_by_model.get(model)
+        if fields is None:
+            if field_names:
+                fields = [model._meta.get_field(name) for name in field_names]
+                for field in fields:
+                    if not isinstance(field, EncryptedField):
+                        raise ValueError(
+                            f"{model._meta.label}.{field.name} is not an encrypted field; adecrypt() decrypts "
+                            f"encrypted fields only."
+                        )
+            else:
+                fields = [field for field in model._meta.concrete_fields if isinstance(field, EncryptedField)]
+            fields_by_model[model] = fields
+        for field in fields:
+            value = instance.__dict__.get(field.attname)
+            if isinstance(value, PendingDecryption):
+                targets.append((instance, field.attname, value))
+    return targets
+
+
+def _decrypt_in_order(jobs: list[tuple[Any, PendingDecryption]]) -> tuple[list[Any], Exception | None]:
+    # The worker thread's half. Returns the plaintexts decrypted before a failure along with it, and
+    # catches that failure in _decrypt_one, whose frame holds no plaintext: this one, which holds the
+    # list, is not in the error's traceback.
+    plaintexts: list[Any] = []
+    for pk, pending in jobs:
+        plaintext, error = _decrypt_one(pk, pending)
+        if error is not None:
+            return plaintexts, error
+        plaintexts.append(plaintext)
+    return plaintexts, None
+
+
+def _decrypt_one(pk: Any, pending: PendingDecryption) -> tuple[Any, Exception | None]:
+    try:
+        return pending.decrypt(pk=pk), None
+    except Exception as error:
+        return None, error
+
+
+def _store_plaintexts(targets: list[tuple[models.Model, str, PendingDecryption]], plaintexts: list[Any]) -> None:
+    # On the loop, so nothing the app assigns meanwhile is overwritten: a value is stored only where the
+    # instance still holds the very message that was decrypted.
+    for (instance, attname, pending), plaintext in zip(targets, plaintexts):
+        if instance.__dict__.get(attname) is pending:
+            instance.__dict__[attname] = plaintext
 
 
 class LazyDecryptionCol(Col):

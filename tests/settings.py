@@ -51,6 +51,9 @@ _DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.path.join(tempfile.gettempdir(), "django_kms_fields.sqlite3"),
         "TEST": {"NAME": os.path.join(tempfile.gettempdir(), _TEST_DATABASE_NAME + ".sqlite3")},
+        # Threads in one test wait this long for SQLite's write lock (the default 5 s was seen to run
+        # out on a busy machine).
+        "OPTIONS": {"timeout": 30},
     },
     "postgresql": {
         "ENGINE": "django.db.backends.postgresql",

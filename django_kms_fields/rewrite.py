@@ -6,26 +6,24 @@ Used by ``manage.py kms_fields_reencrypt`` (values whose wrapping keys are not t
 
 A batch is read, then its values are decrypted and encrypted (the KMS calls happen outside any
 transaction, so no row or table lock is held while KMS answers), then the batch is written in one
-short transaction of compare-and-swap updates: ``UPDATE ... WHERE pk = %s AND column = <what was
-read>``. A row the application changed in between is left alone and counted. Nothing is remembered
-between runs: a rerun after a crash finds the rows already done current, and goes on with the rest.
+short transaction of compare-and-swap updates (``batches``). Nothing is remembered between runs: a
+rerun after a crash finds the rows already done current, and goes on with the rest.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps
-from django.db import connections, models, router, transaction
+from django.db import models, router
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
-from . import conf, crypto, headers
+from . import batches, conf, crypto, headers
+from .batches import Progress, RewriteStats
 from .exceptions import KMSFieldsError
-from .compat import binary_placeholder
 from .fields import EncryptedField
 
 __all__ = [
@@ -37,57 +35,12 @@ __all__ = [
     "copy_plaintext_column",
 ]
 
-_INTEGER_PKS = {
-    "AutoField",
-    "BigAutoField",
-    "SmallAutoField",
-    "IntegerField",
-    "BigIntegerField",
-    "SmallIntegerField",
-    "PositiveIntegerField",
-    "PositiveBigIntegerField",
-    "PositiveSmallIntegerField",
-}
-
-
-@dataclass
-class RewriteStats:
-    scanned: int = 0
-    rewritten: int = 0
-    current: int = 0  # already under the current keys: nothing to do
-    changed_meanwhile: int = 0  # the application wrote the row after it was read: left alone
-    plaintext: int = 0  # legacy plaintext among the rewritten
-    failed: int = 0
-    failures: list[str] = field(default_factory=list)
-
-    def fail(self, pk: object, err: Exception) -> None:
-        self.failed += 1
-        if len(self.failures) < 20:
-            self.failures.append(f"pk={pk!r}: {err}")
-
-
 class RewriteIncomplete(KMSFieldsError):
     """Some rows could not be rewritten; the others were. ``stats`` says which; a rerun finishes."""
 
     def __init__(self, message: str, stats: RewriteStats) -> None:
         super().__init__(message)
         self.stats = stats
-
-
-@dataclass(frozen=True)
-class Progress:
-    label: str
-    done: int
-    total: int
-    elapsed: float
-
-    @property
-    def rate(self) -> float:
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        return (self.total - self.done) / self.rate if self.rate > 0 else None
 
 
 def encrypted_fields(labels: list[str]) -> list[tuple[type[models.Model], EncryptedField]]:
@@ -115,117 +68,6 @@ def encrypted_fields(labels: list[str]) -> list[tuple[type[models.Model], Encryp
     return found
 
 
-def _row_filter(
-    model: type[models.Model],
-    column: str,
-    *,
-    shard: tuple[int, int] | None,
-    only_null: str | None,
-    qn: Callable[[str], str],
-) -> tuple[str, list[Any]]:
-    """The WHERE condition (and its parameters) of the rows a rewrite visits, for counting and reading."""
-    condition, params = f"{qn(column)} IS NOT NULL", []
-    if only_null is not None:
-        condition += f" AND {qn(only_null)} IS NULL"
-    if shard is not None:
-        if model._meta.pk.get_internal_type() not in _INTEGER_PKS:
-            raise ValueError(f"{model._meta.label} has a non-integer primary key; --shard needs an integer one.")
-        index, count = shard
-        # SQL's % keeps the dividend's sign; adding N once more puts negative keys in a shard too.
-        pk_column = qn(model._meta.pk.column)
-        condition += f" AND ((({pk_column} %% %s) + %s) %% %s) = %s"
-        params = [count, count, count, index]
-    return condition, params
-
-
-def _batches(
-    model: type[models.Model],
-    column: str,
-    *,
-    using: str,
-    batch_size: int,
-    shard: tuple[int, int] | None,
-    only_null: str | None = None,
-) -> Iterator[list[tuple[Any, Any]]]:
-    """Yields (pk, stored value) batches in primary-key order."""
-    connection = connections[using]
-    qn = connection.ops.quote_name
-    table, pk_column = qn(model._meta.db_table), qn(model._meta.pk.column)
-    condition, condition_params = _row_filter(model, column, shard=shard, only_null=only_null, qn=qn)
-    last_pk = None
-    while True:
-        after = "" if last_pk is None else f" AND {pk_column} > %s"
-        params = condition_params + ([] if last_pk is None else [last_pk])
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {pk_column}, {qn(column)} FROM {table} WHERE {condition}{after} "
-                f"ORDER BY {pk_column} LIMIT {int(batch_size)}",
-                params,
-            )
-            rows = cursor.fetchall()
-        if not rows:
-            return
-        yield rows
-        last_pk = rows[-1][0]
-
-
-def _count(model: type[models.Model], column: str, *, using: str, shard: tuple[int, int] | None,
-           only_null: str | None = None) -> int:
-    connection = connections[using]
-    qn = connection.ops.quote_name
-    condition, params = _row_filter(model, column, shard=shard, only_null=only_null, qn=qn)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM {qn(model._meta.db_table)} WHERE {condition}", params)
-        return cursor.fetchone()[0]
-
-
-@dataclass(frozen=True)
-class _Swap:
-    pk: Any
-    new: bytes
-    expected: Any  # what was read; None with expect_null
-    expect_null: bool = False
-    source_column: str | None = None  # also require this column to still hold source_value
-    source_value: Any = None
-    plaintext: bool = False  # legacy plaintext being encrypted, for the statistics
-
-
-def _write_batch(model: type[models.Model], column: str, swaps: list[_Swap], *, using: str) -> list[_Swap]:
-    """Applies compare-and-swap updates in one short transaction; returns the swaps that landed."""
-    connection = connections[using]
-    qn = connection.ops.quote_name
-    binary = connection.Database.Binary
-    landed = []
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        for swap in swaps:
-            guards, params = [], [binary(swap.new), swap.pk]
-            if swap.expect_null:
-                guards.append(f"{qn(column)} IS NULL")
-            elif isinstance(swap.expected, str):
-                guards.append(f"{qn(column)} = %s")
-                params.append(swap.expected)
-            else:
-                guards.append(f"{qn(column)} = {binary_placeholder(connection, swap.expected)}")
-                params.append(binary(swap.expected))
-            if swap.source_column is not None:
-                if isinstance(swap.source_value, str):
-                    # Byte-exact on MySQL/MariaDB too, whose default collations ignore case.
-                    compare = f"BINARY {qn(swap.source_column)}" if connection.vendor == "mysql" else qn(swap.source_column)
-                    guards.append(f"{compare} = %s")
-                    params.append(swap.source_value)
-                else:
-                    guards.append(f"{qn(swap.source_column)} = {binary_placeholder(connection, swap.source_value)}")
-                    params.append(binary(swap.source_value))
-            cursor.execute(
-                f"UPDATE {qn(model._meta.db_table)} SET {qn(column)} = {binary_placeholder(connection, swap.new)} "
-                f"WHERE {qn(model._meta.pk.column)} = %s AND " + " AND ".join(guards),
-                params,
-            )
-            if cursor.rowcount == 1:
-                landed.append(swap)
-    return landed
-
-
 def reencrypt_column(
     model: type[models.Model],
     field: EncryptedField,
@@ -247,15 +89,15 @@ def reencrypt_column(
     binding = field.field_binding()
     stats = RewriteStats()
     label = f"{model._meta.label}.{field.name}"
-    total = _count(model, field.column, using=using, shard=shard)
+    total = batches.count(model, field.column, using=using, shard=shard)
     started = time.monotonic()
-    for rows in _batches(model, field.column, using=using, batch_size=batch_size, shard=shard):
+    for rows in batches.batches(model, field.column, using=using, batch_size=batch_size, shard=shard):
         swaps = [
             swap
             for pk, stored in rows
             if (swap := _reencryption(field, keyring, binding, pk, stored, stats, dry_run)) is not None
         ]
-        _land(model, field.column, swaps, stats, using=using)
+        batches.land(model, field.column, swaps, stats, using=using)
         progress(Progress(label, stats.scanned, total, time.monotonic() - started))
     return stats
 
@@ -263,7 +105,7 @@ def reencrypt_column(
 def _reencryption(
     field: EncryptedField, keyring: conf.KeyringConfig, binding: crypto.FieldBinding, pk: Any, stored: Any,
     stats: RewriteStats, dry_run: bool,
-) -> _Swap | None:
+) -> batches.Swap | None:
     """The swap that brings one stored value under the current keys, or None (counted in ``stats``).
 
     ``stored`` is what the driver gave: bytes, a memoryview, or text that SQLite kept in a column
@@ -286,7 +128,7 @@ def _reencryption(
             stats.plaintext += is_plaintext
             return None
         plaintext = (stored.encode("utf-8") if is_text else stored) if is_plaintext else crypto.decrypt(stored, keyring, binding, pk=pk)
-        return _Swap(pk, crypto.encrypt(plaintext, keyring, binding), stored, plaintext=is_plaintext)
+        return batches.Swap(pk, crypto.encrypt(plaintext, keyring, binding), stored, plaintext=is_plaintext)
     except KMSFieldsError as err:
         stats.fail(pk, err)
         return None
@@ -295,7 +137,7 @@ def _reencryption(
 def _plaintext_copy(
     target: EncryptedField, keyring: conf.KeyringConfig, binding: crypto.FieldBinding, pk: Any, value: Any,
     source_column: str, stats: RewriteStats,
-) -> _Swap | None:
+) -> batches.Swap | None:
     """The swap that fills a NULL ``target`` with the encrypted ``value`` of ``source_column``, or None."""
     stats.scanned += 1
     value = bytes(value) if isinstance(value, memoryview) else value
@@ -305,17 +147,7 @@ def _plaintext_copy(
     except KMSFieldsError as err:
         stats.fail(pk, err)
         return None
-    return _Swap(pk, message, None, expect_null=True, source_column=source_column, source_value=value)
-
-
-def _land(model: type[models.Model], column: str, swaps: list[_Swap], stats: RewriteStats, *, using: str) -> None:
-    """Writes a batch's swaps and counts which landed and which lost to a concurrent write."""
-    if not swaps:
-        return
-    landed = _write_batch(model, column, swaps, using=using)
-    stats.rewritten += len(landed)
-    stats.changed_meanwhile += len(swaps) - len(landed)
-    stats.plaintext += sum(swap.plaintext for swap in landed)
+    return batches.Swap(pk, message, None, expect_null=True, source_column=source_column, source_value=value)
 
 
 # A RunPython function is called as function(apps, schema_editor); the migration's connection is the
@@ -364,16 +196,16 @@ def copy_plaintext_column(
     keyring = conf.get_keyring(target_field.keyring)
     binding = target_field.field_binding()
     stats = RewriteStats()
-    total = _count(model, source_field.column, using=using, shard=None, only_null=target_field.column)
+    total = batches.count(model, source_field.column, using=using, shard=None, only_null=target_field.column)
     started = time.monotonic()
-    for rows in _batches(model, source_field.column, using=using, batch_size=batch_size, shard=None,
+    for rows in batches.batches(model, source_field.column, using=using, batch_size=batch_size, shard=None,
                          only_null=target_field.column):
         swaps = [
             swap
             for pk, value in rows
             if (swap := _plaintext_copy(target_field, keyring, binding, pk, value, source_field.column, stats))
         ]
-        _land(model, target_field.column, swaps, stats, using=using)
+        batches.land(model, target_field.column, swaps, stats, using=using)
         progress(Progress(f"{model._meta.label}.{target}", stats.scanned, total, time.monotonic() - started))
     if stats.failed and raise_on_failure:
         raise RewriteIncomplete(

@@ -226,7 +226,8 @@ def test_a_db_default_is_an_error_and_never_reaches_the_database(kms_calls):
 
         with connection.schema_editor(collect_sql=True) as editor:
             editor.create_model(Unshared)
-    assert "DEFAULT" not in " ".join(editor.collected_sql).upper()
+    secret_column = " ".join(editor.collected_sql).upper().split("SECRET", 1)[1]
+    assert "DEFAULT" not in secret_column
     assert kms_calls == []
 
 

@@ -13,7 +13,9 @@ ciphertext. These checks refuse such options before the first request does:
   column sortable;
 - ``kms_fields.E045``: a ``list_display`` column's ``admin_order_field`` (``@admin.display(ordering=…)``)
   names one;
-- ``kms_fields.E046``: ``date_hierarchy`` names one.
+- ``kms_fields.E046``: ``date_hierarchy`` names one;
+- ``kms_fields.E047``: ``prepopulated_fields`` fills a field from one, which copies its plaintext, in
+  the browser, into a column that may not be encrypted.
 
 Names are resolved like the admin resolves them: ``"-ssn"``, ``"^ssn"``, ``"=ssn"``, ``"@ssn"``,
 ``"ssn__iexact"``, paths through relations (``"patient__ssn"``, reverse ones included) and ``F()``
@@ -65,6 +67,7 @@ def model_admin_errors(model_admin: admin.ModelAdmin) -> list[checks.CheckMessag
         *_ordering(model_admin.ordering, model, obj),
         *_list_display_sorting(model_admin, model, obj),
         *_date_hierarchy(model_admin, model, obj),
+        *_prepopulated_fields(model_admin, model, obj),
         *(
             error
             for inline in model_admin.inlines or ()
@@ -283,3 +286,20 @@ def _date_hierarchy(model_admin: admin.ModelAdmin, model: type[models.Model], ob
             obj,
             "kms_fields.E046",
         )
+
+
+def _prepopulated_fields(model_admin: admin.ModelAdmin, model: type[models.Model], obj: Any) -> Iterator[checks.Error]:
+    prepopulated = model_admin.prepopulated_fields
+    for target, sources in (prepopulated.items() if isinstance(prepopulated, dict) else ()):
+        for item in sources if isinstance(sources, (list, tuple)) else ():
+            field = encrypted_field_on_path(model, item) if isinstance(item, str) else None
+            if field is not None:
+                yield _error(
+                    f"prepopulated_fields[{target!r}]",
+                    item,
+                    field,
+                    f"the admin's JavaScript would copy its plaintext into {target!r}.",
+                    "Prepopulate from a field that is not encrypted, or encrypt the target too and fill it yourself.",
+                    obj,
+                    "kms_fields.E047",
+                )

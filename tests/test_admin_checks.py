@@ -182,6 +182,20 @@ def test_an_encrypted_field_as_date_hierarchy(register):
     ]
 
 
+def test_prepopulating_a_field_from_an_encrypted_one_is_an_error(register):
+    model_admin = register(Patient, prepopulated_fields={"name": ["ssn"]})
+
+    assert kms_admin_errors() == [
+        checks.Error(
+            "The value of 'prepopulated_fields['name']' refers to 'ssn', which is encrypted (testapp.Patient.ssn): "
+            "the admin's JavaScript would copy its plaintext into 'name'.",
+            hint="Prepopulate from a field that is not encrypted, or encrypt the target too and fill it yourself.",
+            obj=model_admin,
+            id="kms_fields.E047",
+        )
+    ]
+
+
 # --- names resolved the way the admin resolves them ----------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from django.core.signals import setting_changed
 from .exceptions import KMSFieldsConfigurationError
 
 __all__ = [
+    "ConfigProblem",
     "SETTING_NAME",
     "DEFAULT_KEYRING",
     "ALGORITHMS",
@@ -101,6 +102,15 @@ def parse_key_arn(value: object) -> KeyArn | None:
     if match is None:
         return None
     return KeyArn(arn=value, **match.groupdict())
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with ``KMS_FIELDS``: a check id (``E005``), what is wrong, and how to fix it."""
+
+    id: str
+    msg: str
+    hint: str
 
 
 @dataclass(frozen=True)

@@ -269,7 +269,7 @@ def test_adecrypt_leaves_alone_a_value_the_app_assigned_while_it_ran(slow_kms):
 
 
 def test_a_failed_adecrypt_keeps_the_values_before_it_and_its_error_holds_no_plaintext(kms_calls):
-    good = Patient.objects.create(ssn=SSN)
+    Patient.objects.create(ssn=SSN)  # read before the bad one, by pk order
     bad = Patient.objects.create(ssn="x")
     write_raw(Patient, bad.pk, "ssn", b"left-over plaintext")
 

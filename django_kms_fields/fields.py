@@ -29,6 +29,7 @@ from .compat import BinaryPlaceholderHook
 from .exceptions import DecryptionError, EncryptionError
 from .forms import BinaryUploadField
 from .lazy import DecryptingAttribute, LazyDecryptionCol, PendingDecryption, called_from_default_columns
+from .queries import EncryptedCol
 
 __all__ = ["EncryptedField", "EncryptedTextField", "EncryptedBinaryField", "PendingDecryption", "EncryptedFieldMixin"]
 
@@ -172,7 +173,15 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             if alias == self.model._meta.db_table:
                 return self.cached_lazy_col
             return LazyDecryptionCol(alias, self)
-        return super().get_col(alias, output_field)
+        # Every other column checks, when compiled, that the query does not sort, group, deduplicate,
+        # compare or compute on ciphertext (queries.py).
+        if alias == self.model._meta.db_table and output_field in (None, self):
+            return self.cached_col
+        return EncryptedCol(alias, self, output_field)
+
+    @cached_property
+    def cached_col(self) -> Col:
+        return EncryptedCol(self.model._meta.db_table, self)
 
     @cached_property
     def cached_lazy_col(self) -> Col:

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models.expressions import Col
 from django.db.models.query_utils import DeferredAttribute
 from django.db.models.sql.compiler import SQLCompiler
+
+from .queries import EncryptedCol
 
 if TYPE_CHECKING:
     from .fields import EncryptedField
@@ -72,7 +73,7 @@ class DecryptingAttribute(DeferredAttribute):
         instance.__dict__[self.attname] = value
 
 
-class LazyDecryptionCol(Col):
+class LazyDecryptionCol(EncryptedCol):
     """The column of an encrypted field selected to build model instances: converts to PendingDecryption."""
 
     def get_db_converters(self, connection: BaseDatabaseWrapper) -> list[Any]:

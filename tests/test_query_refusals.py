@@ -198,9 +198,12 @@ def test_distinct_and_grouping_with_the_primary_key_keep_working(patients):
     assert sorted(Patient.objects.values_list("id", "ssn").distinct()) == expected
     anns = Referral.objects.filter(patient=ann).values_list("patient_id", "patient__ssn")
     assert list(anns.distinct()) == [(ann.pk, "111")]
+    # A column reached through a foreign key belongs to one row per selected row.
+    assert sorted(Referral.objects.values_list("patient__ssn", "id").distinct()) == [
+        ("111", referral.pk) for referral in Referral.objects.order_by("pk")
+    ]
     # GROUP BY every column of the model (SQLite, MariaDB) or its key (PostgreSQL).
     assert {p.name: p.n for p in Patient.objects.annotate(n=Count("referrals"))} == {"ann": 2, "bob": 1, "cyd": 0}
-    # A column reached through a foreign key belongs to one row per grouped row.
     grouped = Referral.objects.annotate(ssn=F("patient__ssn"), n=Count("id"))
     assert sorted(grouped.values_list("ssn", "n")) == [("111", 1)] * 3
 

@@ -28,6 +28,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.expressions import (
+    Case,
     Col,
     ExpressionList,
     F,
@@ -37,6 +38,8 @@ from django.db.models.expressions import (
     Ref,
     ResolvedOuterRef,
     Subquery,
+    Value,
+    When,
 )
 from django.db.models.lookups import IsNull, Lookup
 from django.db.models.options import Options
@@ -205,12 +208,24 @@ def _check_tree(node: Any, query: Query, opts: Options | None, ancestors: tuple[
             _check_tree(child, query, opts, (*ancestors, node))
         field = _ciphertext_of(child, query, opts)
         if field is not None:
-            _check_holder(field, node, child, ancestors)
+            _check_holder(field, node, child, ancestors, query, opts)
 
 
-def _check_holder(field: EncryptedField, parent: Any, child: Any, ancestors: tuple[Any, ...]) -> None:
+def _check_holder(
+    field: EncryptedField, parent: Any, child: Any, ancestors: tuple[Any, ...], query: Query, opts: Options | None
+) -> None:
     if isinstance(parent, IsNull) and child is parent.lhs:
         return
+    if isinstance(parent, (Case, When)) and child is not getattr(parent, "condition", None):
+        case = parent if isinstance(parent, Case) else next(iter(ancestors[-1:]), None)
+        if isinstance(case, Case) and _returns_only(case, field, query, opts):
+            return  # Case(When(..., then="ssn")): this field's values or NULL, decrypted as such
+        raise _refusal(
+            field,
+            "Case() would return it among other values",
+            "They would all be read as its values: wrong values, or a DecryptionError",
+            "Return one encrypted field (or None) from every branch, or choose in Python.",
+        )
     if isinstance(parent, Subquery) and isinstance(child, Query):
         return  # the subquery's value is the column it selects; what is done with it is checked above
     if isinstance(parent, Count) and child is parent.get_source_expressions()[0]:
@@ -240,6 +255,14 @@ def _check_holder(field: EncryptedField, parent: Any, child: Any, ancestors: tup
         f"{type(holder).__name__}() over it would compute on ciphertext, not on its values",
         "The answer would be wrong, or a database error",
         "Load the values and compute in Python.",
+    )
+
+
+def _returns_only(case: Case, field: EncryptedField, query: Query, opts: Options | None) -> bool:
+    results = [when.result for when in case.cases if isinstance(when, When)] + [case.default]
+    return all(
+        (isinstance(result, Value) and result.value is None) or _ciphertext_of(result, query, opts) is field
+        for result in results
     )
 
 

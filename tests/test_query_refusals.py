@@ -4,7 +4,7 @@ SQL is sent; what gives the right answer keeps working and gives it."""
 import pytest
 from django.core.exceptions import FieldError
 from django.db import connection
-from django.db.models import Count, F, Max, Min, OuterRef, Q, Subquery, Value, Window
+from django.db.models import Case, Count, F, Max, Min, OuterRef, Q, Subquery, Value, When, Window
 from django.db.models.functions import Coalesce, Length, RowNumber, Upper
 from django.test.utils import CaptureQueriesContext, isolate_apps
 
@@ -83,6 +83,8 @@ REFUSED = [
          lambda: list(Patient.objects.alias(n=Length("notes")).filter(n__gt=3))),
     case("coalesce_of_two_fields", "Patient.notes", "Coalesce() over it",
          lambda: list(Patient.objects.annotate(either=Coalesce("notes", "ssn")))),
+    case("case_of_two_fields", "Patient.notes", "Case() would return it among other values",
+         lambda: list(Patient.objects.annotate(either=Case(When(name="a", then="notes"), default="ssn")))),
     case("aggregate_over_a_sliced_queryset", "Patient.ssn", "Count(distinct=True)",
          lambda: Patient.objects.all()[:10].aggregate(n=Count("ssn", distinct=True))),
     # Comparisons of another column with ciphertext.
@@ -182,6 +184,8 @@ def test_selecting_the_column_keeps_working(patients):
     assert list(by_name.values_list("ssn", flat=True)) == ["111", "111", "222"]
     assert [p.copy for p in by_name.annotate(copy=F("notes"))] == ["n", None, "m"]
     assert [p.ssn for p in by_name.only("ssn")] == ["111", "111", "222"]
+    consented = by_name.annotate(shown=Case(When(notes__isnull=False, then="ssn"), default=None))
+    assert [p.shown for p in consented] == ["111", None, "222"]
     referrals = Referral.objects.select_related("patient").order_by("-id")
     assert [r.patient.ssn for r in referrals] == ["111", "111", "111"]
     latest_reason = Referral.objects.filter(patient=OuterRef("pk")).order_by("-id").values("reason")[:1]

@@ -434,8 +434,8 @@ def _check_grouping(query: Query, opts: Options | None) -> None:
 
 
 def _check_combination(query: Query) -> None:
-    parts = _leaf_queries(query)
-    layouts = [_selected_fields(part, query) for part in parts]
+    parts = [_as_compiled(part, query) for part in _leaf_queries(query)]
+    layouts = [_selected_fields(part) for part in parts]
     if not any(field is not None for layout in layouts for field in layout):
         return
     operation = f"{query.combinator}()"
@@ -465,12 +465,18 @@ def _leaf_queries(query: Query) -> list[Query]:
     return [leaf for part in query.combined_queries for leaf in (_leaf_queries(part) if part.combinator else [part])]
 
 
-def _selected_fields(part: Query, combined: Query) -> list[EncryptedField | None]:
-    """For each column ``part`` selects, in order, the encrypted field it reads (or ``None``), as
-    SQLCompiler.get_select() would select them for a part of ``combined``."""
+def _as_compiled(part: Query, combined: Query) -> Query:
+    """``part`` as the compiler compiles it within ``combined``: with the combined query's values(), if
+    it has none of its own (SQLCompiler._get_combinator_part_sql)."""
     if combined.selected is not None and part.selected is None:
-        part = part.clone()  # the compiler gives every part the combined query's values() (_get_combinator_part_sql)
+        part = part.clone()
         part.set_values(combined.selected)
+    return part
+
+
+def _selected_fields(part: Query) -> list[EncryptedField | None]:
+    """For each column ``part`` selects, in order, the encrypted field it reads (or ``None``), as
+    SQLCompiler.get_select() would select them."""
     opts = part.get_meta()
     if part.default_cols:
         mask = part.get_select_mask()

@@ -105,6 +105,8 @@ REFUSED = [
          lambda: list(Patient.objects.values_list("name").union(Patient.objects.values_list("ssn")))),
     case("union_of_one_column", "Patient.ssn", "union() compares whole rows",
          lambda: list(Patient.objects.values_list("ssn").union(Patient.objects.values_list("ssn")))),
+    case("union_then_values", "Patient.ssn", "union() compares whole rows",
+         lambda: list(Patient.objects.filter(name="a").union(Patient.objects.all()).values_list("name", "ssn"))),
     case("intersection", "Patient.ssn", "intersection() compares whole rows",
          lambda: list(Patient.objects.values_list("ssn").intersection(Patient.objects.values_list("ssn")))),
     case("difference", "Invoice.iban", "difference() would put ciphertext",
@@ -217,6 +219,8 @@ def test_set_operations_over_the_same_columns_keep_working(patients):
 
     union = Patient.objects.filter(name="ann").union(Patient.objects.filter(ssn__isnull=False, name="cyd"))
     assert sorted((p.name, p.ssn) for p in union) == [("ann", "111"), ("cyd", "222")]
+    union = Patient.objects.filter(name="ann").union(Patient.objects.filter(name="bob"))
+    assert sorted(union.values_list("id", "ssn")) == [(ann.pk, "111"), (bob.pk, "111")]
     everyone = Patient.objects.values_list("ssn", flat=True)
     assert sorted(everyone.filter(name="ann").union(everyone.exclude(name="ann"), all=True)) == ["111", "111", "222"]
     rows = Patient.objects.values_list("id", "ssn")

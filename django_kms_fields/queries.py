@@ -40,6 +40,7 @@ from django.db.models.expressions import (
     Subquery,
     Value,
     When,
+    Window,
 )
 from django.db.models.lookups import IsNull, Lookup
 from django.db.models.options import Options
@@ -248,7 +249,10 @@ def _check_holder(
         )
     if isinstance(parent, (OrderBy, OrderByList)):  # ORDER BY, also of a window or an aggregate
         raise _ordering_refusal(field)
-    # ExpressionList (a window's PARTITION BY, a function's argument list) only groups arguments.
+    if isinstance(parent, ExpressionList) and isinstance(window := next(iter(ancestors[-1:]), None), Window):
+        if parent is window.partition_by:
+            raise _grouping_refusal(field)
+    # ExpressionList (a function's argument list) only groups arguments.
     holder = next((each for each in (parent, *reversed(ancestors)) if not isinstance(each, ExpressionList)), parent)
     raise _refusal(
         field,
@@ -424,13 +428,16 @@ def _check_grouping(query: Query, opts: Options | None) -> None:
             continue
         column = _column_of(expression)
         if column is None or column.alias not in identified:
-            raise _refusal(
-                field,
-                "grouping by it (values() before annotate()) would make a group of every row",
-                NEVER_EQUAL,
-                "Group by another column, group the loaded values in Python, or group by a keyed hash "
-                "(HMAC) column.",
-            )
+            raise _grouping_refusal(field)
+
+
+def _grouping_refusal(field: EncryptedField) -> EncryptedQueryError:
+    return _refusal(
+        field,
+        "grouping by it (values() before annotate(), a window's partition_by) would make a group of every row",
+        NEVER_EQUAL,
+        "Group by another column, group the loaded values in Python, or group by a keyed hash (HMAC) column.",
+    )
 
 
 def _check_combination(query: Query) -> None:

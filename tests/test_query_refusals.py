@@ -64,7 +64,7 @@ REFUSED = [
          lambda: list(Patient.objects.values("ssn").annotate(n=Count("id")))),
     case("values_annotate_across_a_relation", "Patient.ssn", "grouping by it",
          lambda: list(Referral.objects.values("patient__ssn").annotate(n=Count("id")))),
-    case("window_partitioned_by_it", "Patient.ssn", "Window() over it",
+    case("window_partitioned_by_it", "Patient.ssn", "grouping by it",
          lambda: list(Patient.objects.annotate(rank=Window(RowNumber(), partition_by=F("ssn"))))),
     # Aggregates and functions.
     case("count_distinct", "Patient.ssn", "Count(distinct=True)",
@@ -81,6 +81,8 @@ REFUSED = [
          lambda: list(Patient.objects.values(shout=Upper("ssn")))),
     case("function_in_a_filter", "Patient.notes", "Length() over it",
          lambda: list(Patient.objects.alias(n=Length("notes")).filter(n__gt=3))),
+    case("arithmetic", "Patient.ssn", "CombinedExpression() over it",
+         lambda: list(Patient.objects.annotate(more=F("ssn") + Value("!")))),
     case("coalesce_of_two_fields", "Patient.notes", "Coalesce() over it",
          lambda: list(Patient.objects.annotate(either=Coalesce("notes", "ssn")))),
     case("case_of_two_fields", "Patient.notes", "Case() would return it among other values",

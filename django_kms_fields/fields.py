@@ -4,7 +4,8 @@ The column is binary on every backend. A value is encrypted when Django prepares
 (``get_db_prep_value``), so a failure raises before any SQL is sent. It is decrypted when read: at once
 for ``values()``, ``values_list()`` and annotations, and on first attribute access for model instances
 (see ``PendingDecryption``). Lookups that would compare ciphertext are refused, and so are query
-expressions that would write anything but an encrypted value.
+expressions that would write anything but an encrypted value; its columns are ``EncryptedCol``s, which
+refuse queries that would sort, group, deduplicate or compute on ciphertext (``queries.py``).
 """
 
 from __future__ import annotations

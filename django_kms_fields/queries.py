@@ -393,12 +393,11 @@ class _Identified:
         return False
 
 
-def _check_rows_identified(query: Query, opts: Options | None, why: str, expressions: list[Any] | None = None) -> None:
+def _check_rows_identified(query: Query, opts: Options | None, why: str) -> None:
     """Rows compared as a whole are right only if equal values are equal ciphertexts, that is if each
     encrypted column comes with the primary key of its row (then two rows with the same ciphertext are
     the same row, and two different rows differ by their key anyway)."""
-    if expressions is None:
-        expressions = [*query.select, *query.annotation_select.values()]
+    expressions = [*query.select, *query.annotation_select.values()]
     identified = _Identified(query, map(_column_of, expressions))
     for expression in expressions:
         field = _ciphertext_of(expression, query, opts)
@@ -417,7 +416,9 @@ def _check_rows_identified(query: Query, opts: Options | None, why: str, express
 def _check_grouping(query: Query, opts: Options | None) -> None:
     # What the compiler groups by (SQLCompiler.get_group_by): the GROUP BY set by values(), what is
     # selected, and the grouping columns of the annotations.
-    grouped = [expression for expression in query.group_by if not isinstance(expression, str)] if isinstance(query.group_by, tuple) else []
+    grouped = []
+    if isinstance(query.group_by, tuple):
+        grouped += [expression for expression in query.group_by if not isinstance(expression, str)]
     grouped += query.select
     for annotation in query.annotation_select.values():
         grouped += annotation.get_group_by_cols()
@@ -460,12 +461,10 @@ def _check_combination(query: Query) -> None:
                     "Select the same fields in the same order in every query.",
                 )
     if query.combinator == "union" and query.combinator_all:
-        return
+        return  # keeps every row, compares nothing
     why = f"{operation} compares whole rows, ciphertexts included"
     for part in parts:
-        opts = part.get_meta()
-        _check_rows_identified(part, opts, why)
-    # (union(all=True) keeps every row and compares nothing.)
+        _check_rows_identified(part, part.get_meta(), why)
 
 
 def _leaf_queries(query: Query) -> list[Query]:
@@ -487,7 +486,8 @@ def _selected_fields(part: Query) -> list[EncryptedField | None]:
     opts = part.get_meta()
     if part.default_cols:
         mask = part.get_select_mask()
-        columns = [field if _is_encrypted(field) else None for field in opts.concrete_fields if not mask or field in mask]
+        loaded = [field for field in opts.concrete_fields if not mask or field in mask]
+        columns = [field if _is_encrypted(field) else None for field in loaded]
     else:
         columns = [_ciphertext_of(column, part, opts) for column in part.select]
     if part.selected is None:

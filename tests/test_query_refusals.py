@@ -202,6 +202,7 @@ def test_distinct_and_grouping_with_the_primary_key_keep_working(patients):
 
     # Whole rows: the key makes every row distinct, and one row's ciphertext is always the same.
     assert Patient.objects.distinct().count() == 3
+    assert Patient.objects.filter(referrals__reason__isnull=False).distinct().count() == 2
     expected = [(ann.pk, "111"), (bob.pk, "111"), (cyd.pk, "222")]
     assert sorted(Patient.objects.values_list("id", "ssn").distinct()) == expected
     anns = Referral.objects.filter(patient=ann).values_list("patient_id", "patient__ssn")

@@ -6,6 +6,7 @@ from django.core.exceptions import FieldError
 from django.db import connection
 from django.db.models import Case, Count, F, Max, Min, OuterRef, Q, Subquery, Value, When, Window
 from django.db.models.functions import Coalesce, Length, RowNumber, Upper
+from django.db.models.lookups import Exact
 from django.test.utils import CaptureQueriesContext, isolate_apps
 
 from django_kms_fields.exceptions import EncryptedLookupError, EncryptedQueryError
@@ -83,6 +84,8 @@ REFUSED = [
          lambda: list(Patient.objects.alias(n=Length("notes")).filter(n__gt=3))),
     case("arithmetic", "Patient.ssn", "CombinedExpression() over it",
          lambda: list(Patient.objects.annotate(more=F("ssn") + Value("!")))),
+    case("upper_in_a_filter", "Patient.ssn", "Upper() over it",
+         lambda: list(Patient.objects.filter(Exact(Upper("ssn"), "X")).values("id"))),
     case("coalesce_of_two_fields", "Patient.notes", "Coalesce() over it",
          lambda: list(Patient.objects.annotate(either=Coalesce("notes", "ssn")))),
     case("case_of_two_fields", "Patient.notes", "Case() would return it among other values",

@@ -17,6 +17,7 @@ __all__ = [
     "EncryptionError",
     "DecryptionError",
     "EncryptedLookupError",
+    "EncryptedQueryError",
 ]
 
 
@@ -92,3 +93,10 @@ class DecryptionError(KMSFieldsError):
 
 class EncryptedLookupError(KMSFieldsError, FieldError):
     """A query tried to compare the contents of an encrypted column."""
+
+
+class EncryptedQueryError(EncryptedLookupError):
+    """A query would sort, group, deduplicate, compare or compute on the ciphertext of an encrypted
+    column: ``order_by``, ``distinct``, ``values().annotate()``, ``Count(distinct=True)``, ``Max``,
+    ``Length``, a set operation mixing columns... Raised when the query is compiled, before any SQL is
+    sent; an ``EncryptedLookupError``, so also a ``FieldError``."""

@@ -4,7 +4,8 @@ The column is binary on every backend. A value is encrypted when Django prepares
 (``get_db_prep_value``), so a failure raises before any SQL is sent. It is decrypted when read: at once
 for ``values()``, ``values_list()`` and annotations, and on first attribute access for model instances
 (see ``PendingDecryption``). Lookups that would compare ciphertext are refused, and so are query
-expressions that would write anything but an encrypted value.
+expressions that would write anything but an encrypted value; its columns are ``EncryptedCol``s, which
+refuse queries that would sort, group, deduplicate or compute on ciphertext (``queries.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .compat import BinaryPlaceholderHook
 from .exceptions import DecryptionError, EncryptionError
 from .forms import BinaryUploadField
 from .lazy import DecryptingAttribute, LazyDecryptionCol, PendingDecryption, called_from_default_columns
+from .queries import EncryptedCol
 
 __all__ = [
     "EncryptedField",
@@ -217,7 +219,15 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             if alias == self.model._meta.db_table:
                 return self.cached_lazy_col
             return LazyDecryptionCol(alias, self)
-        return super().get_col(alias, output_field)
+        # Every other column checks, when compiled, that the query does not sort, group, deduplicate,
+        # compare or compute on ciphertext (queries.py).
+        if alias == self.model._meta.db_table and output_field in (None, self):
+            return self.cached_col
+        return EncryptedCol(alias, self, output_field)
+
+    @cached_property
+    def cached_col(self) -> Col:
+        return EncryptedCol(self.model._meta.db_table, self)
 
     @cached_property
     def cached_lazy_col(self) -> Col:

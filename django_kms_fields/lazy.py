@@ -24,9 +24,10 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models.expressions import Col
 from django.db.models.query_utils import DeferredAttribute
 from django.db.models.sql.compiler import SQLCompiler
+
+from .queries import EncryptedCol
 
 if TYPE_CHECKING:
     from .fields import EncryptedField
@@ -192,7 +193,7 @@ def _store_plaintexts(targets: list[tuple[models.Model, str, PendingDecryption]]
             instance.__dict__[attname] = plaintext
 
 
-class LazyDecryptionCol(Col):
+class LazyDecryptionCol(EncryptedCol):
     """The column of an encrypted field selected to build model instances: converts to PendingDecryption."""
 
     def get_db_converters(self, connection: BaseDatabaseWrapper) -> list[Any]:

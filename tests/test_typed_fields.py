@@ -250,3 +250,19 @@ def test_the_admin_adds_changes_and_lists_typed_values_like_their_counterparts(a
     assert errors["e_integer"] == errors["integer"]
     listed = admin_client.get("/admin/testapp/typed/").content.decode()
     assert "Zoë" in listed and "-7" in listed
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        lambda: list(Typed.objects.order_by("e_integer")),
+        lambda: Typed.objects.aggregate(models.Max("e_amount")),
+        lambda: list(Typed.objects.values_list("e_day", flat=True).distinct()),
+        lambda: list(Typed.objects.filter(e_moment__year=2024)),
+    ],
+    ids=["order-by-integer", "max-decimal", "distinct-dates", "year-of-datetime"],
+)
+def test_typed_values_are_never_sorted_aggregated_or_compared_as_ciphertext(query):
+    Typed.objects.create(e_integer=2, e_amount=decimal.Decimal("1.00"), e_day=datetime.date(2024, 1, 1))
+    with pytest.raises(EncryptedLookupError):
+        query()

@@ -131,20 +131,9 @@ def check_rows_identified(query: Query, opts: Options | None, why: str) -> None:
     """Rows compared as a whole are right only if equal values are equal ciphertexts, that is if each
     encrypted column comes with the primary key of its row (then two rows with the same ciphertext are
     the same row, and two different rows differ by their key anyway)."""
-    expressions = [*query.select, *query.annotation_select.values()]
-    identified = _Identified(query, map(column_of, expressions))
-    for expression in expressions:
-        field = ciphertext_of(expression, query, opts)
-        if field is None:
-            continue
-        column = column_of(expression)
-        if column is None or column.alias not in identified:
-            raise refusal(
-                field,
-                why,
-                NEVER_EQUAL,
-                "Select the primary key too, or deduplicate the loaded values in Python.",
-            )
+    field = _unidentified_ciphertext([*query.select, *query.annotation_select.values()], query, opts)
+    if field is not None:
+        raise refusal(field, why, NEVER_EQUAL, "Select the primary key too, or deduplicate the loaded values in Python.")
 
 
 def check_grouping(query: Query, opts: Options | None) -> None:
@@ -156,14 +145,22 @@ def check_grouping(query: Query, opts: Options | None) -> None:
     grouped += query.select
     for annotation in query.annotation_select.values():
         grouped += annotation.get_group_by_cols()
-    identified = _Identified(query, map(column_of, grouped))
-    for expression in grouped:
+    field = _unidentified_ciphertext(grouped, query, opts)
+    if field is not None:
+        raise grouping_refusal(field)
+
+
+def _unidentified_ciphertext(expressions: list[Any], query: Query, opts: Options | None) -> EncryptedField | None:
+    """The first encrypted field among ``expressions`` whose column comes without its row's primary key."""
+    identified = _Identified(query, map(column_of, expressions))
+    for expression in expressions:
         field = ciphertext_of(expression, query, opts)
         if field is None:
             continue
         column = column_of(expression)
         if column is None or column.alias not in identified:
-            raise grouping_refusal(field)
+            return field
+    return None
 
 
 def check_combination(query: Query) -> None:

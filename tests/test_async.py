@@ -29,7 +29,7 @@ from tests.testapp.models import Patient
 
 pytestmark = pytest.mark.django_db
 
-SLOW_DECRYPT = 1.5  # seconds the local KMS takes to answer each Decrypt
+SLOW_DECRYPT = 1.2  # seconds the local KMS takes to answer each Decrypt
 TICK = 0.01  # the heartbeat's period
 # The loop may go this long without running and still count as never stalled: far above a tick on a
 # busy machine (0.31 s was seen with the suite running three times in parallel on two cores), below

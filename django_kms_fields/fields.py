@@ -17,7 +17,6 @@ from functools import cached_property
 from typing import Any
 
 from django.core import checks, exceptions
-from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_variables
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -126,7 +125,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             return value
         return super().get_prep_value(value)
 
-    @method_decorator(sensitive_variables("value"))
+    @sensitive_variables("value")  # directly: method_decorator would rebuild the wrapper on every save
     def get_db_prep_value(self, value: Any, connection: BaseDatabaseWrapper, prepared: bool = False) -> Any:
         if not prepared:
             value = self.get_prep_value(value)

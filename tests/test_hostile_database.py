@@ -241,3 +241,19 @@ def test_moving_to_the_signed_suite_rewrites_old_values_then_require_algorithm_r
     settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": keyring([keys.first, keys.second], local_kms.endpoint, ALGORITHM=signed, REQUIRE_ALGORITHM=True)}
     assert [Patient.objects.get(pk=p.pk).ssn for p in patients] == ["ssn-0", "ssn-1", "ssn-2"]
     assert all(body_shape(stored(Patient, p.pk, "ssn")).suite_id == Algorithm[signed].algorithm_id for p in patients)
+
+
+def test_error_reports_with_debug_off_hide_the_value_being_encrypted(settings, keys, front):
+    from django.views.debug import SafeExceptionReporterFilter
+
+    uncached(settings, front.endpoint, [keys.first])
+    front.set_fault(Fault(kind="error", error_code="AccessDeniedException", operations=("GenerateDataKey",)))
+    with pytest.raises(Exception) as refused:
+        Patient(ssn=SSN).save()
+
+    tb, shown = refused.value.__traceback__, {}
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "get_db_prep_value":
+            shown = dict(SafeExceptionReporterFilter().get_traceback_frame_variables(None, tb.tb_frame))
+        tb = tb.tb_next
+    assert shown["value"] == SafeExceptionReporterFilter.cleansed_substitute

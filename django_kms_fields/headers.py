@@ -25,7 +25,11 @@ __all__ = [
     "MESSAGE_PREFIXES",
     "BodyShape",
     "body_shape",
-    "looks_like_message", "is_current_message", "wrapping_key_arns"]
+    "looks_like_message",
+    "is_current_message",
+    "uses_algorithm",
+    "wrapping_key_arns",
+]
 
 # What the SDK's header parser raises for bytes that are not a message header: its own errors, and
 # from deeper in it struct, value, index and key errors. The hostile-value fuzz proves the list.
@@ -101,13 +105,18 @@ def looks_like_message(stored: bytes) -> bool:
 def is_current_message(stored: bytes, keyring: KeyringConfig) -> bool:
     """Whether ``stored`` is a message under the keyring's ``ALGORITHM`` wrapped by exactly its
     ``KEY_ARNS`` (header only, no KMS call)."""
-    shape = body_shape(stored)
-    if shape is None or shape.suite_id != Algorithm[keyring.algorithm].algorithm_id:
+    if not uses_algorithm(stored, keyring):
         return False
     try:
         return wrapping_key_arns(stored) == frozenset(keyring.key_arns)
     except DecryptionError:
         return False
+
+
+def uses_algorithm(stored: bytes, keyring: KeyringConfig) -> bool:
+    """Whether ``stored`` is laid out as a message under the keyring's ``ALGORITHM``."""
+    shape = body_shape(stored)
+    return shape is not None and shape.suite_id == Algorithm[keyring.algorithm].algorithm_id
 
 
 def wrapping_key_arns(message: bytes) -> frozenset[str]:

@@ -118,11 +118,11 @@ def _reencryption(
     try:
         if is_text and not is_plaintext:
             field.decrypt_message(stored, pk)  # raises DecryptionError, naming the field and pk
-        if not is_plaintext and headers.is_current_message(stored, keyring):
-            stats.current += 1
-            return None
-        if not is_plaintext:
-            headers.wrapping_key_arns(stored)  # an unreadable header is a failure, in a dry run too
+        # An unreadable header raises here: a failure, in a dry run too.
+        if not is_plaintext and headers.wrapping_key_arns(stored) == frozenset(keyring.key_arns):
+            if headers.uses_algorithm(stored, keyring):
+                stats.current += 1
+                return None
         if dry_run:
             stats.rewritten += 1
             stats.plaintext += is_plaintext

@@ -140,17 +140,44 @@ def _error(option: str, item: Any, field: EncryptedField, problem: str, hint: st
 def _search_fields(model_admin: admin.ModelAdmin, model: type[models.Model], obj: Any) -> Iterator[checks.Error]:
     for index, item in enumerate(model_admin.search_fields or ()):
         field = encrypted_field_on_path(model, str(item).lstrip("^=@"))
-        if field is not None:
+        if field is not None and field.searchable:
+            problem = _searchable_search_problem(str(item), field)
+            if problem:
+                yield _error(f"search_fields[{index}]", item, field, problem[0], problem[1], obj, "kms_fields.E040")
+        elif field is not None:
             yield _error(
                 f"search_fields[{index}]",
                 item,
                 field,
                 "the database cannot search its values, and every search would fail with EncryptedLookupError.",
-                f"{WHY} Remove it from search_fields. To find rows by this value, store a keyed hash (HMAC) of it "
-                "in another column and search that.",
+                f"{WHY} Remove it from search_fields, or make the field searchable=True and search it exactly "
+                f"('{field.name}__exact', or '={field.name}' with a case-folding search_normalizer).",
                 obj,
                 "kms_fields.E040",
             )
+
+
+def _searchable_search_problem(item: str, field: EncryptedField) -> tuple[str, str] | None:
+    """Why a search_fields entry cannot use ``field``'s blind index, or None when it can."""
+    from .searchable import folds_case
+
+    path, _, lookup = item.lstrip("^=@").rpartition(LOOKUP_SEP)
+    if not path or lookup not in ("exact", "iexact"):
+        path, lookup = item.lstrip("^=@"), ""
+    if item.startswith("=") or lookup == "iexact":
+        if folds_case(field):
+            return None
+        return (
+            "'=' searches with iexact, and this field's blind index is case-sensitive.",
+            f"Search it with '{path}__exact', or give the field a case-folding search_normalizer "
+            "(django_kms_fields.normalizers.casefold or .email).",
+        )
+    if lookup == "exact" and not item.startswith(("^", "@")):
+        return None
+    return (
+        "its blind index answers exact searches only; this search would fail with EncryptedLookupError.",
+        f"Search it exactly: '{path}__exact', or '={path}' with a case-folding search_normalizer.",
+    )
 
 
 def _list_filter(model_admin: admin.ModelAdmin, model: type[models.Model], obj: Any) -> Iterator[checks.Error]:

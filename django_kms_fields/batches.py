@@ -94,8 +94,9 @@ def batches(
     batch_size: int,
     shard: tuple[int, int] | None,
     only_null: str | None = None,
-) -> Iterator[list[tuple[Any, Any]]]:
-    """Yields (pk, stored value) batches in primary-key order."""
+    also_read: tuple[str, ...] = (),
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Yields (pk, stored value, *the also_read columns) batches in primary-key order."""
     connection = connections[using]
     qn = connection.ops.quote_name
     table, pk_column = qn(model._meta.db_table), qn(model._meta.pk.column)
@@ -106,7 +107,7 @@ def batches(
         params = condition_params + ([] if last_pk is None else [last_pk])
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {pk_column}, {qn(column)} FROM {table} WHERE {condition}{after} "
+                f"SELECT {', '.join([pk_column, qn(column), *map(qn, also_read)])} FROM {table} WHERE {condition}{after} "
                 f"ORDER BY {pk_column} LIMIT {int(batch_size)}",
                 params,
             )
@@ -130,12 +131,13 @@ def count(model: type[models.Model], column: str, *, using: str, shard: tuple[in
 @dataclass(frozen=True)
 class Swap:
     pk: Any
-    new: bytes
+    new: bytes | str
     expected: Any  # what was read; None with expect_null
     expect_null: bool = False
     source_column: str | None = None  # also require this column to still hold source_value
     source_value: Any = None
     plaintext: bool = False  # legacy plaintext being encrypted, for the statistics
+    also_set: tuple[tuple[str, Any], ...] = ()  # further (column, text value) pairs written with it
 
 
 def write_batch(model: type[models.Model], column: str, swaps: list[Swap], *, using: str) -> list[Swap]:
@@ -146,7 +148,7 @@ def write_batch(model: type[models.Model], column: str, swaps: list[Swap], *, us
     landed = []
     with transaction.atomic(using=using), connection.cursor() as cursor:
         for swap in swaps:
-            guards, params = [], [binary(swap.new), swap.pk]
+            guards, params = [], [swap.new if isinstance(swap.new, str) else binary(swap.new), swap.pk]
             if swap.expect_null:
                 guards.append(f"{qn(column)} IS NULL")
             elif isinstance(swap.expected, str):
@@ -164,8 +166,12 @@ def write_batch(model: type[models.Model], column: str, swaps: list[Swap], *, us
                 else:
                     guards.append(f"{qn(swap.source_column)} = {binary_placeholder(connection, swap.source_value)}")
                     params.append(binary(swap.source_value))
+            # A blind index is text; everything else written here is a message.
+            new = "%s" if isinstance(swap.new, str) else binary_placeholder(connection, swap.new)
+            assignments = [f"{qn(column)} = {new}", *(f"{qn(name)} = %s" for name, _ in swap.also_set)]
+            params[1:1] = [value for _, value in swap.also_set]
             cursor.execute(
-                f"UPDATE {qn(model._meta.db_table)} SET {qn(column)} = {binary_placeholder(connection, swap.new)} "
+                f"UPDATE {qn(model._meta.db_table)} SET {', '.join(assignments)} "
                 f"WHERE {qn(model._meta.pk.column)} = %s AND " + " AND ".join(guards),
                 params,
             )

@@ -70,6 +70,8 @@ KEYRING_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "CACHE": {},
         "MAX_MESSAGE_BYTES": 16 * 1024 * 1024,
         "REQUIRE_ALGORITHM": False,
+        "INDEX_KEY_ARN": None,
+        "PREVIOUS_INDEX_KEY_ARNS": [],
     }
 )
 
@@ -154,6 +156,13 @@ class KeyringConfig:
     discovery: DiscoveryConfig | None = None
     max_message_bytes: int = 16 * 1024 * 1024
     require_algorithm: bool = False
+    index_key_arn: str | None = None
+    previous_index_key_arns: tuple[str, ...] = ()
+
+    @property
+    def index_root_max_age(self) -> float:
+        """How long a blind-index root derived from KMS may stay in memory: the data-key cache's MAX_AGE."""
+        return (self.cache.max_age if self.cache is not None else CACHE_DEFAULTS["MAX_AGE"])
 
     @property
     def readable_key_arns(self) -> tuple[str, ...]:
@@ -273,6 +282,8 @@ def _keyring_config(alias: str, values: Mapping[str, Any]) -> KeyringConfig:
         discovery=None if values["DISCOVERY"] is None else _discovery_config(values),
         max_message_bytes=values["MAX_MESSAGE_BYTES"],
         require_algorithm=values["REQUIRE_ALGORITHM"],
+        index_key_arn=values["INDEX_KEY_ARN"],
+        previous_index_key_arns=tuple(values["PREVIOUS_INDEX_KEY_ARNS"]),
     )
 
 

@@ -2,7 +2,8 @@
 
 Ids: E020 unknown keyring, E021 ``primary_key``/``unique``/``db_index``, E032 a binding shared with
 another field, E033 an index, constraint or ``unique_together`` over the field, E034 ``Meta.ordering``
-by the field, E035 ``db_default``. Every value is encrypted with its own data key and nonce, so the
+by the field, E035 ``db_default``, E038 a searchable field whose keyring has no ``INDEX_KEY_ARN``, E039
+a searchable field whose companion name is taken or whose ``search_normalizer`` cannot be imported. Every value is encrypted with its own data key and nonce, so the
 database cannot compare, sort or default encrypted values meaningfully.
 """
 
@@ -23,7 +24,8 @@ __all__ = ["check_encrypted_field"]
 
 _INDEX_HINT = (
     "Every value is encrypted with its own data key, so equal values differ in the database and an index "
-    "or uniqueness constraint on them means nothing. Index a keyed hash of the value in another column instead."
+    "or uniqueness constraint on them means nothing. For equality lookups and uniqueness, set searchable=True: "
+    "a blind index (a keyed hash from KMS) in its own column answers them."
 )
 
 
@@ -34,6 +36,7 @@ def check_encrypted_field(field: EncryptedField) -> list[checks.CheckMessage]:
         *_binding_unique(field),
         *_model_options(field),
         *_db_default(field),
+        *_searchable(field),
     ]
 
 
@@ -52,9 +55,65 @@ def _keyring(field: EncryptedField) -> list[checks.CheckMessage]:
 def _field_options(field: EncryptedField) -> list[checks.CheckMessage]:
     return [
         _error(field, f"An encrypted field cannot be {option}=True.", _INDEX_HINT, "E021")
-        for option, value in (("primary_key", field.primary_key), ("unique", field._unique), ("db_index", field.db_index))
+        for option, value in (
+            ("primary_key", field.primary_key),
+            ("unique", field._unique and not field.searchable),
+            ("db_index", field.db_index),
+        )
         if value
     ]
+
+
+def _searchable(field: EncryptedField) -> list[checks.CheckMessage]:
+    from .searchable import BlindIndexField, companion_name
+
+    problems: list[checks.CheckMessage] = []
+    normalizer = field.search_normalizer
+    if normalizer is not None and not field.searchable:
+        problems.append(_error(field, "search_normalizer is set but searchable is not.", "Set searchable=True, or drop search_normalizer.", "E039"))
+    if normalizer is not None and (not callable(normalizer) or "<" in getattr(normalizer, "__qualname__", "<")):
+        problems.append(
+            _error(
+                field,
+                f"search_normalizer={normalizer!r} is not an importable function.",
+                "Migrations record it by its import path: use a module-level function (a lambda or a nested function "
+                "cannot be imported).",
+                "E039",
+            )
+        )
+    if not field.searchable:
+        return problems
+    name = companion_name(field.name)
+    try:
+        companion = field.model._meta.get_field(name)
+    except Exception:
+        companion = None
+    if not isinstance(companion, BlindIndexField) or companion.indexes != field.name:
+        problems.append(
+            _error(
+                field,
+                f"searchable=True needs the column {name!r} for the blind index, but the model has another field of that name.",
+                f"Rename that field: {name} is reserved for the blind index of {field.name}.",
+                "E039",
+            )
+        )
+    aliases = conf.keyring_aliases()
+    if field.keyring in aliases:
+        try:
+            keyring = conf.get_keyring(field.keyring)
+        except Exception:
+            return problems  # reported by the settings checks
+        if keyring.index_key_arn is None:
+            problems.append(
+                _error(
+                    field,
+                    f"searchable=True, but keyring {field.keyring!r} has no INDEX_KEY_ARN.",
+                    "Create a KMS HMAC key (KeySpec HMAC_256, KeyUsage GENERATE_VERIFY_MAC) and set its ARN as "
+                    f"KMS_FIELDS[{field.keyring!r}]['INDEX_KEY_ARN'].",
+                    "E038",
+                )
+            )
+    return problems
 
 
 def _binding_unique(field: EncryptedField) -> list[checks.CheckMessage]:

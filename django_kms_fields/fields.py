@@ -11,7 +11,9 @@ refuse queries that would sort, group, deduplicate or compute on ciphertext (``q
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+from collections.abc import Callable, Iterable
 from collections import Counter
 from functools import cached_property
 from typing import Any
@@ -26,7 +28,7 @@ from django.db.models.functions import Cast
 from django.db.models.lookups import Lookup
 from django.utils.functional import Promise
 
-from . import conf, crypto, field_checks, headers, lookups
+from . import blind_index, conf, crypto, field_checks, headers, lookups, searchable
 from .compat import BinaryPlaceholderHook
 from .exceptions import DecryptionError, EncryptionError
 from .forms import BinaryUploadField
@@ -61,11 +63,19 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
     field rename must set ``binding`` to the old label to keep reading existing values.
     ``accept_plaintext`` (off by default) reads stored values that are not encrypted messages as
     legacy plaintext, counting and logging each, while a column is being moved to encryption.
+
+    ``searchable=True`` adds a blind index (``searchable.py``): exact and ``in`` lookups, and with
+    ``unique=True`` a uniqueness the database enforces. ``search_normalizer``, an importable function,
+    turns each value into what is indexed (``str.casefold`` after ``str.strip``, say) and leaves the stored
+    value as written; lookups are normalised the same way.
     """
 
     # Options that change how values are encrypted, never the column: changing only these makes a
     # migration that alters nothing in the database (SQLite would otherwise rebuild the table).
-    non_db_attrs = (*models.Field.non_db_attrs, "keyring", "binding", "accept_plaintext")
+    # unique too: it is enforced on the blind-index column, never on the ciphertext.
+    non_db_attrs = (
+        *models.Field.non_db_attrs, "keyring", "binding", "accept_plaintext", "searchable", "search_normalizer", "unique"
+    )
 
     def __init__(
         self,
@@ -73,11 +83,15 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         keyring: str = conf.DEFAULT_KEYRING,
         binding: str | None = None,
         accept_plaintext: bool = False,
+        searchable: bool = False,
+        search_normalizer: Callable[[Any], Any] | None = None,
         **kwargs: Any,
     ):
         self.keyring = keyring
         self.binding = binding
         self.accept_plaintext = accept_plaintext
+        self.searchable = searchable
+        self.search_normalizer = search_normalizer
         # Kept away from Django, which would encrypt it while migrating (a KMS call at migration
         # time, one ciphertext baked into the DDL for every row): check kms_fields.E035 reports it.
         self.refused_db_default = kwargs.pop("db_default", NOT_PROVIDED)
@@ -91,7 +105,22 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             kwargs["binding"] = self.binding
         if self.accept_plaintext:
             kwargs["accept_plaintext"] = True
+        if self.searchable:
+            kwargs["searchable"] = True
+        if self.search_normalizer is not None:
+            kwargs["search_normalizer"] = self.search_normalizer
         return name, path, args, kwargs
+
+    @property  # type: ignore[override]
+    def unique(self) -> bool:
+        # Only model validation sees a searchable field as unique (it then looks the value up through
+        # the blind index); the schema editor must not put a unique index on the ciphertext.
+        return bool(self._unique and self.searchable and searchable.asked_by_unique_checks())
+
+    def contribute_to_class(self, cls: type[models.Model], name: str, **kwargs: Any) -> None:
+        super().contribute_to_class(cls, name, **kwargs)
+        if self.searchable and not kwargs.get("private_only"):
+            searchable.add_companion(self, cls)
 
     @property
     def legacy_plaintext_reads(self) -> int:
@@ -151,10 +180,42 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
     def get_db_prep_save(self, value: Any, connection: BaseDatabaseWrapper) -> Any:
         # Every write goes through get_db_prep_value, that is through encryption: counterparts such
         # as DecimalField or JSONField override this hook with their own preparation of the value.
+        if self.searchable:
+            searchable.add_index_to_update(self, value, sys._getframe(1))
         if hasattr(value, "as_sql"):
             self._refuse_unencrypted_expression(value)
             return value
         return self.get_db_prep_value(value, connection, prepared=False)
+
+    # -- blind index ------------------------------------------------------------------------------
+
+    def _normalizer_name(self) -> str:
+        return blind_index.normalizer_name(self.search_normalizer)
+
+    def blind_index_keys(self) -> list[blind_index.FieldIndexKey]:
+        """The keys lookups match: the current index key first, then the previous ones."""
+        keyring = conf.get_keyring(self.keyring)
+        return blind_index.index_keys(keyring, self.field_binding().label, self._normalizer_name())
+
+    @sensitive_variables("value")
+    def search_plaintext(self, value: Any, pk: object = None) -> bytes:
+        """The bytes a value is indexed as: normalised, then encoded as it would be encrypted."""
+        if isinstance(value, PendingDecryption):
+            value = value.decrypt(pk=pk)
+        if self.search_normalizer is not None:
+            value = self.search_normalizer(value)
+        return self.to_plaintext_bytes(self.get_prep_value(value))
+
+    def blind_index(self, value: Any, pk: object = None) -> str:
+        """The index written for ``value`` (under the current index key)."""
+        keyring = conf.get_keyring(self.keyring)
+        key = blind_index.current_index_key(keyring, self.field_binding().label, self._normalizer_name())
+        return key.index(self.search_plaintext(value, pk))
+
+    def blind_indexes_matching(self, values: Iterable[Any]) -> list[str]:
+        """Every index a lookup for ``values`` matches: each value under each index key."""
+        plaintexts = [self.search_plaintext(value) for value in values]
+        return blind_index.indexes_matching(self.blind_index_keys(), plaintexts)
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
         # Not getattr(): a value that was loaded and never read is written back as the same message,
@@ -262,6 +323,8 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
 
     def get_lookup(self, lookup_name: str) -> type[Lookup] | None:
         isnull = super().get_lookup("isnull") if lookup_name == "isnull" else None
+        if self.searchable and lookup_name in searchable.SEARCHABLE_LOOKUPS:
+            return searchable.SEARCHABLE_LOOKUPS[lookup_name]
         return lookups.lookup_for(self, lookup_name, isnull)
 
     def get_transform(self, lookup_name: str) -> Any:

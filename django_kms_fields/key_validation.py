@@ -155,3 +155,33 @@ def endpoint_problems(where: str, endpoint_url: object, arns: list[KeyArn]) -> l
             )
         ]
     return []
+
+
+def index_key_problems(where: str, raw: Mapping[str, Any]) -> tuple[list[ConfigProblem], list[KeyArn]]:
+    """INDEX_KEY_ARN (the HMAC key of blind indexes) and PREVIOUS_INDEX_KEY_ARNS (matched while rebuilding)."""
+    current = raw.get("INDEX_KEY_ARN")
+    previous = raw.get("PREVIOUS_INDEX_KEY_ARNS", [])
+    hint = (
+        "INDEX_KEY_ARN is the full ARN of a KMS HMAC key (KeySpec HMAC_256, KeyUsage GENERATE_VERIFY_MAC); "
+        "PREVIOUS_INDEX_KEY_ARNS lists the index keys rotated away from, matched until kms_fields_reindex has run."
+    )
+    problems: list[ConfigProblem] = []
+    if current is not None and parse_key_arn(current) is None:
+        problems.append(ConfigProblem("E036", f"{where}['INDEX_KEY_ARN'] must be a full KMS key ARN, not {current!r}.", hint))
+    if not isinstance(previous, (list, tuple)) or not all(parse_key_arn(arn) for arn in previous):
+        problems.append(ConfigProblem("E036", f"{where}['PREVIOUS_INDEX_KEY_ARNS'] must be a list of full KMS key ARNs.", hint))
+        previous = []
+    elif previous and current is None:
+        problems.append(
+            ConfigProblem("E037", f"{where}['PREVIOUS_INDEX_KEY_ARNS'] is set without INDEX_KEY_ARN.", "Set INDEX_KEY_ARN to the key new indexes use.")
+        )
+    elif current in previous or len(set(previous)) != len(previous):
+        problems.append(
+            ConfigProblem(
+                "E037",
+                f"{where}['PREVIOUS_INDEX_KEY_ARNS'] repeats a key, or INDEX_KEY_ARN.",
+                "List each index key once: the current one in INDEX_KEY_ARN, older ones in PREVIOUS_INDEX_KEY_ARNS.",
+            )
+        )
+    arns = [parse_key_arn(arn) for arn in (current, *previous) if parse_key_arn(arn) is not None]
+    return problems, arns  # type: ignore[return-value]

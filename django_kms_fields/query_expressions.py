@@ -160,6 +160,8 @@ def _check_holder(
             "Count the distinct values in Python, or count distinct values of a keyed hash (HMAC) column.",
         )
     if isinstance(parent, Lookup):
+        if child is parent.lhs and getattr(parent, "compares_blind_index", False):
+            return  # compiled as a comparison of the field's blind-index column, never of the ciphertext
         if child is parent.lhs:
             raise lookup_refusal(field, parent.lookup_name)
         raise refusal(

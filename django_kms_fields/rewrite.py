@@ -25,6 +25,7 @@ from . import batches, conf, crypto, headers
 from .batches import Progress, RewriteStats
 from .exceptions import KMSFieldsError
 from .fields import EncryptedField
+from .searchable import companion_of, missing_index_count
 
 __all__ = [
     "RewriteStats",
@@ -33,6 +34,8 @@ __all__ = [
     "encrypted_fields",
     "reencrypt_column",
     "copy_plaintext_column",
+    "reindex_column",
+    "searchable_fields",
 ]
 
 class RewriteIncomplete(KMSFieldsError):
@@ -102,6 +105,61 @@ def reencrypt_column(
     return stats
 
 
+def searchable_fields(labels: list[str]) -> list[tuple[type[models.Model], EncryptedField]]:
+    """Like ``encrypted_fields``, only the searchable ones."""
+    return [(model, field) for model, field in encrypted_fields(labels) if field.searchable]
+
+
+def reindex_column(
+    model: type[models.Model],
+    field: EncryptedField,
+    *,
+    batch_size: int = 500,
+    dry_run: bool = False,
+    shard: tuple[int, int] | None = None,
+    progress: Callable[[Progress], None] = lambda progress: None,
+    using: str | None = None,
+) -> RewriteStats:
+    """Writes the blind index of every value of ``field`` that has none, or one under an older index key.
+
+    Rows already indexed under the current key (read from the index's tag, no KMS call) are counted as
+    current; the others are decrypted and indexed, and written only if the row still holds the value and
+    the index that were read. ``RewriteStats.rewritten`` counts the indexes written.
+    """
+    using = using or router.db_for_write(model)
+    companion = companion_of(field)
+    current = field.blind_index_keys()[0]
+    stats = RewriteStats()
+    label = f"{model._meta.label}.{field.name}"
+    total = batches.count(model, field.column, using=using, shard=shard)
+    started = time.monotonic()
+    for rows in batches.batches(
+        model, field.column, using=using, batch_size=batch_size, shard=shard, also_read=(companion.column,)
+    ):
+        swaps = []
+        for pk, stored, index in rows:
+            stats.scanned += 1
+            if index is not None and index.startswith(current.tag):
+                stats.current += 1
+                continue
+            try:
+                value = field.decrypt_message(stored, pk)
+                new_index = current.index(field.search_plaintext(value, pk))
+            except KMSFieldsError as err:
+                stats.fail(pk, err)
+                continue
+            if dry_run:
+                stats.rewritten += 1
+                continue
+            stored = stored if isinstance(stored, str) else bytes(stored)
+            swaps.append(
+                batches.Swap(pk, new_index, index, expect_null=index is None, source_column=field.column, source_value=stored)
+            )
+        batches.land(model, companion.column, swaps, stats, using=using)
+        progress(Progress(label, stats.scanned, total, time.monotonic() - started))
+    return stats
+
+
 def _reencryption(
     field: EncryptedField, keyring: conf.KeyringConfig, binding: crypto.FieldBinding, pk: Any, stored: Any,
     stats: RewriteStats, dry_run: bool,
@@ -144,10 +202,13 @@ def _plaintext_copy(
     try:
         # Text columns give str, binary ones bytes, as the target field expects.
         message = crypto.encrypt(target.to_plaintext_bytes(value), keyring, binding)
+        also_set = ((companion_of(target).column, target.blind_index(value)),) if target.searchable else ()
     except KMSFieldsError as err:
         stats.fail(pk, err)
         return None
-    return batches.Swap(pk, message, None, expect_null=True, source_column=source_column, source_value=value)
+    return batches.Swap(
+        pk, message, None, expect_null=True, source_column=source_column, source_value=value, also_set=also_set
+    )
 
 
 # A RunPython function is called as function(apps, schema_editor); the migration's connection is the

@@ -207,6 +207,9 @@ def keyring_problems(alias: str, raw: object) -> list[ConfigProblem]:
     key_problems, arns = key_validation.key_arn_problems(where, raw.get("KEY_ARNS"))
     decrypt_problems, decrypt_arns = key_validation.decrypt_key_arn_problems(where, raw.get("DECRYPT_KEY_ARNS", []), raw.get("KEY_ARNS"))
     arns += decrypt_arns
+    index_problems, index_arns = key_validation.index_key_problems(where, raw)
+    problems += index_problems
+    arns += index_arns
     problems += key_problems + decrypt_problems + key_validation.discovery_problems(where, raw.get("DISCOVERY"))
     problems += key_validation.region_problems(where, raw, arns)
     problems += key_validation.endpoint_problems(where, raw.get("ENDPOINT_URL"), arns)

@@ -30,6 +30,8 @@ class Keys:
     second: str
     archive: str
     stranger: str  # a real key of the same KMS that no keyring lists
+    index: str  # the HMAC key of the default keyring's blind indexes
+    next_index: str  # another HMAC key, to rotate to
 
 
 @pytest.fixture(scope="session")
@@ -46,13 +48,15 @@ def keys(local_kms: LocalKMS) -> Keys:
         second=local_kms.create_key(REGION, "default, second"),
         archive=local_kms.create_key(REGION, "archive"),
         stranger=local_kms.create_key(REGION, "in no keyring"),
+        index=local_kms.create_hmac_key(REGION, "blind index"),
+        next_index=local_kms.create_hmac_key(REGION, "blind index, rotated to"),
     )
 
 
 @pytest.fixture(autouse=True)
 def kms_settings(settings, local_kms: LocalKMS, keys: Keys) -> dict[str, object]:
     settings.KMS_FIELDS = {
-        "default": keyring([keys.first, keys.second], local_kms.endpoint),
+        "default": keyring([keys.first, keys.second], local_kms.endpoint, INDEX_KEY_ARN=keys.index),
         "archive": keyring([keys.archive], local_kms.endpoint, ENCRYPTION_CONTEXT={"purpose": "archive"}),
     }
     return settings.KMS_FIELDS

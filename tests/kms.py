@@ -45,6 +45,13 @@ class LocalKMS:
     def create_key(self, region: str = "eu-west-1", description: str = "test key") -> str:
         return self.admin(region).create_key(Description=description)["KeyMetadata"]["Arn"]
 
+    def create_hmac_key(self, region: str = "eu-west-1", description: str = "test HMAC key") -> str:
+        """An HMAC_256 key, as blind indexes use (GenerateMac)."""
+        metadata = self.admin(region).create_key(
+            Description=description, KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC"
+        )["KeyMetadata"]
+        return metadata["Arn"]
+
 
 @dataclass
 class Fault:

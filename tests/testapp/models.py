@@ -2,6 +2,7 @@ import uuid
 
 from django.db import models
 
+from django_kms_fields import normalizers
 from django_kms_fields import (
     EncryptedBigIntegerField,
     EncryptedBinaryField,
@@ -95,3 +96,15 @@ class EncryptedUUIDField(EncryptedField, models.UUIDField):
 
 class Device(models.Model):
     serial = EncryptedUUIDField(null=True)
+
+
+class Member(models.Model):
+    """Searchable encrypted fields: found by value through a blind index, never decrypted to search."""
+
+    name = models.CharField(max_length=50, blank=True)
+    email = EncryptedEmailField(searchable=True, unique=True, search_normalizer=normalizers.email)
+    national_id = EncryptedTextField(searchable=True, null=True, blank=True)
+    passport = EncryptedBinaryField(searchable=True, null=True)
+
+    def __str__(self):
+        return self.name

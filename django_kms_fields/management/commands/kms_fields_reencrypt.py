@@ -66,7 +66,7 @@ class Command(BaseCommand):
         if options["database"] is not None and options["database"] not in connections:
             raise CommandError(f"--database {options['database']!r} is not in DATABASES ({', '.join(connections)}).")
         try:
-            fields = encrypted_fields(options["labels"])
+            fields = self.fields(options["labels"])
         except LookupError as err:
             raise CommandError(str(err)) from None
         if not fields:
@@ -78,7 +78,7 @@ class Command(BaseCommand):
         for model, field in fields:
             label = f"{model._meta.label}.{field.name}"
             try:
-                stats = reencrypt_column(
+                stats = self.rewrite(
                     model, field, batch_size=options["batch_size"], dry_run=options["dry_run"],
                     shard=options["shard"], progress=self._progress_writer(interactive, verbosity),
                     using=options["database"],
@@ -90,7 +90,15 @@ class Command(BaseCommand):
             failed += stats.failed
             self._report(label, stats, options["dry_run"], verbosity)
         if failed:
-            raise CommandError(f"{failed} value(s) could not be re-encrypted; see above. Rerun once fixed.")
+            raise CommandError(f"{failed} value(s) could not be {self.failed_verb}; see above. Rerun once fixed.")
+
+    failed_verb = "re-encrypted"
+
+    def fields(self, labels: list[str]) -> list[Any]:
+        return encrypted_fields(labels)
+
+    def rewrite(self, model: Any, field: Any, **options: Any) -> RewriteStats:
+        return reencrypt_column(model, field, **options)
 
     def _progress_writer(self, interactive: bool, verbosity: int):
         def write(progress: Progress) -> None:

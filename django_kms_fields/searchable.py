@@ -1,0 +1,343 @@
+"""Equality search on encrypted fields: the blind-index column, its lookups, and the writes that keep it
+in step with the value.
+
+``EncryptedTextField(searchable=True)`` adds a companion field, ``<name>_blind_index`` (a ``BlindIndexField``,
+a 72-character hex column that ``makemigrations`` adds like any other), that holds ``blind_index`` of the
+value. ``filter(field=v)``, ``exclude``, ``__in``, ``get``, ``get_or_create`` and ``validate_unique``
+compare that column; the database never sees the value. With ``unique=True`` the companion carries the
+unique index, so the database enforces uniqueness.
+
+Every write keeps the companion in step: ``save``/``create``/``bulk_create`` and ``loaddata`` through its
+attribute (computed from the value unless the value was loaded and never touched), and
+``update``/``bulk_update``/``save(update_fields=...)`` by adding the companion to the UPDATE statement
+when it is compiled (``add_index_to_update``).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+from django.db.models.expressions import Case, Col, Value, When
+from django.db.models.functions import Cast
+from django.db.models.lookups import Exact, In, Lookup
+from django.db.models.query_utils import DeferredAttribute, Q
+from django.db.models.sql.compiler import SQLUpdateCompiler
+
+from . import blind_index, conf
+from .exceptions import EncryptedQueryError
+from .lazy import PendingDecryption
+
+if TYPE_CHECKING:
+    from .fields import EncryptedField
+
+__all__ = ["BlindIndexField", "companion_name", "IncompleteIndexError", "add_index_to_update", "missing_index_count"]
+
+COMPANION_SUFFIX = "_blind_index"
+
+# Which value object the loaded index belongs to, kept next to it in the instance's __dict__.
+_SOURCE_PREFIX = "_kms_fields_index_source:"
+
+
+def companion_name(field_name: str) -> str:
+    return field_name + COMPANION_SUFFIX
+
+
+class IncompleteIndexError(EncryptedQueryError):
+    """A lookup on a searchable field while some of its rows have no current index: it would miss them."""
+
+
+class BlindIndexAttribute(DeferredAttribute):
+    """The companion's attribute: the index of the encrypted field's current value.
+
+    The stored index is given back only while the encrypted value is the very object it was loaded with
+    (loaded and never read or assigned): saving such an instance leaves both as they were. Any other value
+    is indexed afresh, so ``save``, ``bulk_create``, ``bulk_update(..., [companion])`` and ``loaddata`` all
+    write the index of what they write.
+    """
+
+    def __get__(self, instance: Any, cls: Any = None) -> Any:
+        if instance is None:
+            return self
+        field: BlindIndexField = self.field  # type: ignore[assignment]
+        source = field.indexed_field
+        data = instance.__dict__
+        if source is None or source.attname not in data:
+            return super().__get__(instance, cls)
+        value = data[source.attname]
+        if value is None:
+            return None
+        if isinstance(value, PendingDecryption) and data.get(_SOURCE_PREFIX + field.attname) is value:
+            if field.attname in data:
+                return data[field.attname]
+            return super().__get__(instance, cls)
+        return source.blind_index(value, pk=instance.pk)
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        field: BlindIndexField = self.field  # type: ignore[assignment]
+        instance.__dict__[field.attname] = value
+        source = field.indexed_field
+        if source is not None:
+            instance.__dict__[_SOURCE_PREFIX + field.attname] = instance.__dict__.get(source.attname)
+
+
+class BlindIndexField(models.CharField):
+    """The blind index of one searchable encrypted field; added by that field, never declared by hand.
+
+    ``indexes`` names the encrypted field. The column is NULL for NULL values and for rows not indexed
+    yet (``kms_fields_reindex`` fills them); lowercase hex, so case-insensitive collations compare it
+    exactly.
+    """
+
+    descriptor_class = BlindIndexAttribute
+    description = "Blind index of an encrypted field"
+
+    def __init__(self, *args: Any, indexes: str, **kwargs: Any) -> None:
+        self.indexes = indexes
+        kwargs.setdefault("max_length", blind_index.INDEX_LENGTH)
+        kwargs.setdefault("null", True)
+        kwargs.setdefault("editable", False)
+        kwargs.setdefault("serialize", False)
+        if not kwargs.get("unique"):
+            kwargs.setdefault("db_index", True)
+        self.added_automatically = kwargs.pop("added_automatically", False)
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
+        name, _, args, kwargs = super().deconstruct()
+        kwargs["indexes"] = self.indexes
+        return name, "django_kms_fields.searchable.BlindIndexField", args, kwargs
+
+    def contribute_to_class(self, cls: type[models.Model], name: str, private_only: bool = False) -> None:
+        # A migration state lists the companion itself: it takes the place of the one the encrypted
+        # field added, so that the state's own attributes (unique or not) are what migrations see.
+        for existing in list(cls._meta.local_fields):
+            if existing.name == name and getattr(existing, "added_automatically", False):
+                cls._meta.local_fields.remove(existing)
+                cls._meta._expire_cache()
+            elif existing.name == name:
+                return
+        super().contribute_to_class(cls, name, private_only)
+
+    @property  # type: ignore[override]
+    def unique(self) -> bool:
+        # Model validation checks the value through the encrypted field, under its name and label; a
+        # second "... blind index already exists" error would name a column users never see.
+        return bool(self._unique and not asked_by_unique_checks())
+
+    @property
+    def indexed_field(self) -> EncryptedField | None:
+        try:
+            field = self.model._meta.get_field(self.indexes)
+        except Exception:  # a historical model without it
+            return None
+        return field if getattr(field, "searchable", False) else None
+
+
+def add_companion(field: EncryptedField, cls: type[models.Model]) -> None:
+    """Give ``cls`` the companion of ``field``, unless it already has a field of that name."""
+    name = companion_name(field.name)
+    if any(existing.name == name for existing in cls._meta.local_fields):
+        return
+    companion = BlindIndexField(indexes=field.name, unique=field._unique, added_automatically=True)
+    cls.add_to_class(name, companion)
+
+
+def companion_of(field: EncryptedField) -> BlindIndexField:
+    companion = field.model._meta.get_field(companion_name(field.name))
+    if not isinstance(companion, BlindIndexField):
+        raise EncryptedQueryError(f"{field.model._meta.label}.{companion.name} is not the blind index of {field.name}.")
+    return companion
+
+
+# --- the unique option ------------------------------------------------------------------------------
+
+_UNIQUE_CHECKS_CODE = models.Model._get_unique_checks.__code__
+
+
+def asked_by_unique_checks() -> bool:
+    """Whether ``Model._get_unique_checks`` reads ``field.unique`` (two frames up: the property, its caller).
+
+    A searchable ``unique=True`` field reports itself unique to model validation, which then looks the
+    value up through the blind index, and not to the schema editor: the database's unique index is on
+    the companion column, never on the ciphertext.
+    """
+    return sys._getframe(2).f_code is _UNIQUE_CHECKS_CODE
+
+
+# --- lookups ----------------------------------------------------------------------------------------
+
+
+class _IndexedLookup(Lookup):
+    """Compares the companion column with the indexes of the looked-up values under every index key."""
+
+    prepare_rhs = False
+    compares_blind_index = True
+
+    def __init__(self, lhs: Any, rhs: Any) -> None:
+        from .lookups import lookup_refusal
+
+        if hasattr(rhs, "resolve_expression") or (
+            isinstance(rhs, (list, tuple, set)) and any(hasattr(v, "resolve_expression") for v in rhs)
+        ):
+            error = lookup_refusal(lhs.output_field, self.lookup_name)
+            error.args = (
+                f"{lhs.output_field.model._meta.label}.{lhs.output_field.name} is searchable by value only: its "
+                "blind index cannot be compared with a column, a subquery or an expression.",
+            )
+            raise error
+        super().__init__(lhs, rhs)
+
+    def values(self) -> list[Any]:
+        raise NotImplementedError
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, Any]:
+        field: EncryptedField = self.lhs.output_field
+        companion = companion_of(field)
+        require_complete_index(field, compiler.using)
+        indexes = field.blind_indexes_matching(self.values())
+        column = companion.get_col(self.lhs.alias)
+        lookup = Exact(column, indexes[0]) if len(indexes) == 1 else In(column, indexes)
+        return compiler.compile(lookup)
+
+
+class IndexedExact(_IndexedLookup):
+    lookup_name = "exact"
+
+    def values(self) -> list[Any]:
+        return [self.rhs]
+
+
+class IndexedIExact(IndexedExact):
+    """``iexact`` (the admin's ``"=field"`` search): only on a field whose normaliser folds case."""
+
+    lookup_name = "iexact"
+
+    def __init__(self, lhs: Any, rhs: Any) -> None:
+        field = lhs.output_field
+        if not folds_case(field) and rhs is not None:
+            raise EncryptedQueryError(
+                f"{field.model._meta.label}.{field.name} is searchable, but its blind index is case-sensitive, so "
+                "'iexact' cannot be answered. Use 'exact', or give the field a case-folding search_normalizer "
+                "(django_kms_fields.normalizers.casefold or .email) and run kms_fields_reindex."
+            )
+        super().__init__(lhs, rhs)
+
+
+def folds_case(field: EncryptedField) -> bool:
+    return bool(getattr(field.search_normalizer, "case_insensitive", False))
+
+
+class IndexedIn(_IndexedLookup):
+    lookup_name = "in"
+
+    def values(self) -> list[Any]:
+        try:
+            values = [value for value in self.rhs if value is not None]
+        except TypeError:
+            values = [self.rhs]
+        if not values:
+            from django.core.exceptions import EmptyResultSet
+
+            raise EmptyResultSet
+        return values
+
+
+SEARCHABLE_LOOKUPS: dict[str, type[Lookup]] = {"exact": IndexedExact, "iexact": IndexedIExact, "in": IndexedIn}
+
+
+# --- rows without a current index ----------------------------------------------------------------------
+
+_complete: dict[tuple[str, str, tuple[str, ...]], float] = {}
+_complete_lock = threading.Lock()
+conf.on_settings_reset(_complete.clear)
+
+
+def _rows_without_current_index(field: EncryptedField, using: str) -> models.QuerySet:
+    companion = companion_of(field)
+    accepted = Q()
+    for key in field.blind_index_keys():
+        accepted |= Q(**{f"{companion.name}__startswith": key.tag})
+    return field.model._base_manager.using(using).filter(**{f"{field.name}__isnull": False}).exclude(accepted)
+
+
+def missing_index_count(field: EncryptedField, using: str = "default", *, current_key_only: bool = False) -> int:
+    """Rows with a value whose blind index is missing, or under no key that lookups match.
+
+    With ``current_key_only``, rows indexed under a previous key count as missing too (what
+    ``kms_fields_reindex`` still has to do).
+    """
+    if not current_key_only:
+        return _rows_without_current_index(field, using).count()
+    companion = companion_of(field)
+    current = field.blind_index_keys()[0]
+    queryset = field.model._base_manager.using(using).filter(**{f"{field.name}__isnull": False})
+    return queryset.exclude(**{f"{companion.name}__startswith": current.tag}).count()
+
+
+def require_complete_index(field: EncryptedField, using: str) -> None:
+    """Refuse a lookup that would silently miss rows without an index; checked once per ``MAX_AGE``."""
+    keys = field.blind_index_keys()
+    slot = (using, field.field_binding().label, tuple(key.tag for key in keys))
+    now = time.monotonic()
+    with _complete_lock:
+        if _complete.get(slot, 0.0) > now:
+            return
+    missing = _rows_without_current_index(field, using).count()
+    if missing:
+        raise IncompleteIndexError(
+            f"{field.model._meta.label}.{field.name}: {missing} row(s) in database {using!r} have a value but no "
+            "blind index under the current or a previous index key, so this lookup would miss them. Run "
+            f"`manage.py kms_fields_reindex {field.model._meta.label} --database {using}`; "
+            "`kms_fields_reindex --check` counts them."
+        )
+    with _complete_lock:
+        _complete[slot] = now + conf.get_keyring(field.keyring).index_root_max_age
+
+
+def forget_completeness() -> None:
+    with _complete_lock:
+        _complete.clear()
+
+
+# --- UPDATE statements ------------------------------------------------------------------------------
+
+_UPDATE_AS_SQL_CODE = SQLUpdateCompiler.as_sql.__code__
+
+
+def add_index_to_update(field: EncryptedField, value: Any, caller: Any) -> None:
+    """When ``field`` is written by an UPDATE that leaves out its companion, write the companion too.
+
+    ``caller`` is the frame that called ``get_db_prep_save``. ``QuerySet.update``, ``bulk_update`` and
+    ``save(update_fields=[...])`` (also the one Django makes for an instance loaded with ``only()``) all
+    compile through ``SQLUpdateCompiler.as_sql``, which prepares each value in turn from
+    ``query.values``; the companion's entry, appended here, is prepared after it.
+    """
+    if caller is None or caller.f_code is not _UPDATE_AS_SQL_CODE:
+        return
+    compiler = caller.f_locals.get("self")
+    if not isinstance(compiler, SQLUpdateCompiler):
+        return
+    companion = companion_of(field)
+    if any(target is companion for target, _, _ in compiler.query.values):
+        return
+    if isinstance(value, Col):
+        return  # update(field=F("field")): the value, so its index, does not change
+    companion_value = _companion_expression(field, companion, value)
+    compiler.query.values.append((companion, field.model._meta.concrete_model, companion_value))
+
+
+def _companion_expression(field: EncryptedField, companion: BlindIndexField, value: Any) -> Any:
+    if isinstance(value, Cast):
+        inner = _companion_expression(field, companion, value.source_expressions[0])
+        return Cast(inner, output_field=companion)
+    if isinstance(value, Case):
+        cases = [When(case.condition, then=_companion_expression(field, companion, case.result)) for case in value.cases]
+        return Case(*cases, default=_companion_expression(field, companion, value.default), output_field=companion)
+    if isinstance(value, Value):
+        value = value.value
+    index = None if value is None else field.blind_index(value)
+    return Value(index, output_field=companion)

@@ -21,6 +21,7 @@ ROLES = {
     "generate": "kms:DescribeKey, kms:GenerateDataKey and kms:Decrypt",
     "wrap": "kms:DescribeKey, kms:Encrypt and kms:Decrypt",
     "decrypt": "kms:DescribeKey and kms:Decrypt",
+    "index": "kms:DescribeKey and kms:GenerateMac",
 }
 # KMS and STS codes that mean the credentials themselves are wrong, not the key or the policy.
 _CREDENTIAL_CODES = frozenset(
@@ -89,10 +90,15 @@ def _exercise(client: object, keyring: KeyringConfig, key_arn: str, role: str, s
     state["key_state"] = metadata.get("KeyState")
     if state["key_state"] != "Enabled":
         raise KMSRequestError(f"key {key_arn} is {state['key_state']}, not Enabled.", code="KeyState", **about)
-    if metadata.get("KeyUsage", "ENCRYPT_DECRYPT") != "ENCRYPT_DECRYPT":
+    usage = "GENERATE_VERIFY_MAC" if role == "index" else "ENCRYPT_DECRYPT"
+    if metadata.get("KeyUsage", "ENCRYPT_DECRYPT") != usage:
         raise KMSRequestError(
-            f"key {key_arn} has KeyUsage {metadata.get('KeyUsage')}, not ENCRYPT_DECRYPT.", code="KeyUsage", **about
+            f"key {key_arn} has KeyUsage {metadata.get('KeyUsage', 'ENCRYPT_DECRYPT')}, not {usage}.", code="KeyUsage", **about
         )
+    if role == "index":
+        state["operation"] = "GenerateMac"
+        client.generate_mac(KeyId=key_arn, MacAlgorithm="HMAC_SHA_256", Message=b"kms-fields:deploy-check")  # type: ignore[attr-defined]
+        return
     if role == "decrypt":
         return
     context = {**keyring.encryption_context, FIELD_CONTEXT_KEY: "kms-fields:deploy-check"}
@@ -136,4 +142,6 @@ def what_to_fix(probe: KeyProbe, keyring: KeyringConfig) -> str:
         return f"key: {probe.key_arn} does not exist in {probe.region} for these credentials; check the ARN."
     if code in _KEY_STATE_CODES or code == "KeyState":
         return "key disabled: enable the key (or cancel its scheduled deletion) in KMS."
+    if probe.role == "index":
+        return "key: use an HMAC key (KeySpec HMAC_256, KeyUsage GENERATE_VERIFY_MAC) as INDEX_KEY_ARN."
     return "key: use a symmetric ENCRYPT_DECRYPT key that this role may use."

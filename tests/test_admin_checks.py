@@ -11,7 +11,7 @@ from django.db.models import F
 from django.db.models.functions import Lower
 
 from django_kms_fields.admin import EncryptedFieldListFilter
-from tests.testapp.models import Patient, Referral
+from tests.testapp.models import Member, Patient, Referral
 
 WHY = "Each value is encrypted with its own data key and nonce, so the database cannot compare or sort the values."
 
@@ -55,12 +55,29 @@ def test_an_encrypted_field_in_search_fields(register):
         checks.Error(
             "The value of 'search_fields[1]' refers to '=ssn', which is encrypted (testapp.Patient.ssn): the "
             "database cannot search its values, and every search would fail with EncryptedLookupError.",
-            hint=f"{WHY} Remove it from search_fields. To find rows by this value, store a keyed hash (HMAC) of "
-            "it in another column and search that.",
+            hint=f"{WHY} Remove it from search_fields, or make the field searchable=True and search it exactly "
+            "('ssn__exact', or '=ssn' with a case-folding search_normalizer).",
             obj=model_admin,
             id="kms_fields.E040",
         )
     ]
+
+
+def test_searchable_fields_may_be_searched_exactly(register):
+    register(Member, search_fields=["name", "=email", "email__exact", "national_id__exact"])
+    assert kms_admin_errors() == []
+
+
+def test_searchable_fields_refuse_searches_their_index_cannot_answer(register):
+    model_admin = register(Member, search_fields=["=national_id", "^email", "email"])
+
+    errors = kms_admin_errors()
+    assert [(error.id, error.msg.split(": ", 1)[1]) for error in errors] == [
+        ("kms_fields.E040", "'=' searches with iexact, and this field's blind index is case-sensitive."),
+        ("kms_fields.E040", "its blind index answers exact searches only; this search would fail with EncryptedLookupError."),
+        ("kms_fields.E040", "its blind index answers exact searches only; this search would fail with EncryptedLookupError."),
+    ]
+    assert "'national_id__exact'" in errors[0].hint and all(error.obj is model_admin for error in errors)
 
 
 def test_an_encrypted_field_in_list_filter(register):

@@ -400,6 +400,36 @@ def test_the_deploy_check_fails_when_a_wrapping_key_may_not_encrypt(settings, ke
     assert "allow kms:DescribeKey, kms:Encrypt and kms:Decrypt" in out.getvalue()
 
 
+def test_the_deploy_check_asks_each_index_key_for_a_mac(settings, keys, front):
+    default_keyring(
+        settings, front.endpoint, [keys.first], INDEX_KEY_ARN=keys.next_index, PREVIOUS_INDEX_KEY_ARNS=[keys.index]
+    )
+
+    output = check("--keyring", "default")
+
+    assert output.count("(blind-index key)") == 2 and f"ok   default  {keys.index}" in output
+    assert front.stats.requests == {"DescribeKey": 3, "GenerateDataKey": 1, "Decrypt": 1, "GenerateMac": 2}
+
+
+def test_the_deploy_check_fails_when_the_index_key_may_not_generate_macs(settings, keys, front):
+    default_keyring(settings, front.endpoint, [keys.first], INDEX_KEY_ARN=keys.index)
+    front.set_fault(Fault(kind="error", error_code="AccessDeniedException", operations=("GenerateMac",)))
+
+    with pytest.raises(CommandError) as failed:
+        call_command("kms_fields_check", stdout=io.StringIO())
+
+    assert str(failed.value).startswith(f"keyring 'default', key {keys.index}: KMS GenerateMac with key")
+    assert f"allow kms:DescribeKey and kms:GenerateMac on {keys.index}" in str(failed.value)
+
+
+def test_the_deploy_check_refuses_an_encryption_key_as_index_key(settings, keys, front):
+    default_keyring(settings, front.endpoint, [keys.first], INDEX_KEY_ARN=keys.second)
+
+    with pytest.raises(CommandError, match="KeyUsage ENCRYPT_DECRYPT, not GENERATE_VERIFY_MAC") as failed:
+        call_command("kms_fields_check", stdout=io.StringIO())
+    assert str(failed.value).endswith("Fix: key: use an HMAC key (KeySpec HMAC_256, KeyUsage GENERATE_VERIFY_MAC) as INDEX_KEY_ARN.")
+
+
 @pytest.mark.parametrize(
     ("setup", "fix"),
     [

@@ -445,3 +445,27 @@ def test_settings_checks_for_the_index_keys(settings, keys):
     settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": {k: v for k, v in base.items() if k != "INDEX_KEY_ARN"}}
     errors = [m for m in django_checks.run_checks() if m.id == "kms_fields.E038"]
     assert sorted(m.obj.name for m in errors) == ["email", "national_id", "passport"]
+
+
+# --- the admin ----------------------------------------------------------------------------------------------
+
+MEMBERS = "/admin/testapp/member/"
+
+
+def test_the_admin_finds_a_row_by_its_exact_encrypted_value(admin_client):
+    ann, bob, cy = members()
+    Member.objects.filter(pk=cy.pk).update(name="Cy", national_id="N-9")
+    by_email = admin_client.get(MEMBERS, {"q": "BOB@example.org"})
+    assert by_email.status_code == 200 and list(by_email.context["cl"].result_list) == [bob]
+    by_id = admin_client.get(MEMBERS, {"q": "N-9"})
+    assert list(by_id.context["cl"].result_list) == [cy]
+    assert list(admin_client.get(MEMBERS, {"q": "Cy"}).context["cl"].result_list) == [cy]
+    assert list(admin_client.get(MEMBERS, {"q": "nobody@example.org"}).context["cl"].result_list) == []
+
+
+def test_the_admin_add_form_reports_a_duplicate_like_django(admin_client):
+    members()
+    response = admin_client.post(MEMBERS + "add/", {"name": "Imposter", "email": " ann@EXAMPLE.org"})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["email"] == ["Member with this Email already exists."]
+    assert Member.objects.count() == 3

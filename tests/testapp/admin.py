@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from django_kms_fields.admin import EncryptedFieldListFilter
 
-from .models import Patient, Typed
+from .models import Member, Patient, Typed
 
 
 @admin.register(Patient)
@@ -23,3 +23,12 @@ class TypedAdmin(admin.ModelAdmin):
 
     list_display = ["pk", "e_char", "e_integer", "e_day"]
     sortable_by = ["pk"]
+
+
+@admin.register(Member)
+class MemberAdmin(admin.ModelAdmin):
+    """Searchable encrypted fields: exact search through the blind index, uniqueness errors on add."""
+
+    list_display = ["name", "email"]
+    sortable_by = ["name"]
+    search_fields = ["name", "=email", "national_id__exact"]

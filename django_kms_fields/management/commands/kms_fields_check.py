@@ -15,13 +15,15 @@ class Command(BaseCommand):
     help = (
         "Check every keyring against KMS under its own timeouts, each key the way the keyring uses it: "
         "DescribeKey for every key; GenerateDataKey and Decrypt with the first of KEY_ARNS; Encrypt and "
-        "Decrypt with the others. Exits non-zero on any failure."
+        "Decrypt with the others; GenerateMac with INDEX_KEY_ARN and PREVIOUS_INDEX_KEY_ARNS. Exits non-zero on "
+        "any failure."
     )
     line = "{status:4} {alias}  {probe.key_arn}  region={probe.region}  endpoint={probe.endpoint}  state={state}  {probe.latency_ms:.0f} ms  ({role})"
     roles = {
         "generate": "generates data keys",
         "wrap": "wraps data keys",
         "decrypt": "decrypt only",
+        "index": "blind-index key",
     }
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -38,7 +40,9 @@ class Command(BaseCommand):
             except KMSFieldsError as err:
                 raise CommandError(str(err)) from None
             roles = ["generate"] + ["wrap"] * (len(keyring.key_arns) - 1) + ["decrypt"] * len(keyring.decrypt_key_arns)
-            for key_arn, role in zip(keyring.readable_key_arns, roles, strict=True):
+            index_arns = [arn for arn in (keyring.index_key_arn, *keyring.previous_index_key_arns) if arn]
+            roles += ["index"] * len(index_arns)
+            for key_arn, role in zip([*keyring.readable_key_arns, *index_arns], roles, strict=True):
                 probe = probe_key(keyring, key_arn, role=role)
                 line = self.line.format(
                     status="ok" if probe.ok else "FAIL", alias=alias, probe=probe, state=probe.key_state or "?",

@@ -18,6 +18,7 @@ __all__ = [
     "DecryptionError",
     "EncryptedLookupError",
     "EncryptedQueryError",
+    "IncompleteIndexError",
 ]
 
 
@@ -100,3 +101,9 @@ class EncryptedQueryError(EncryptedLookupError):
     column: ``order_by``, ``distinct``, ``values().annotate()``, ``Count(distinct=True)``, ``Max``,
     ``Length``, a set operation mixing columns... Raised when the query is compiled, before any SQL is
     sent; an ``EncryptedLookupError``, so also a ``FieldError``."""
+
+
+class IncompleteIndexError(EncryptedQueryError):
+    """A lookup on a searchable field while some rows have a value but no blind index that lookups match
+    (the field was just made searchable, or its normaliser changed): it would miss them. ``manage.py
+    kms_fields_reindex`` fills them; ``--check`` counts them."""

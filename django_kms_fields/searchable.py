@@ -28,7 +28,7 @@ from django.db.models.query_utils import DeferredAttribute, Q
 from django.db.models.sql.compiler import SQLUpdateCompiler
 
 from . import blind_index, conf
-from .exceptions import EncryptedQueryError
+from .exceptions import EncryptedQueryError, IncompleteIndexError
 from .lazy import PendingDecryption
 
 if TYPE_CHECKING:
@@ -44,10 +44,6 @@ _SOURCE_PREFIX = "_kms_fields_index_source:"
 
 def companion_name(field_name: str) -> str:
     return field_name + COMPANION_SUFFIX
-
-
-class IncompleteIndexError(EncryptedQueryError):
-    """A lookup on a searchable field while some of its rows have no current index: it would miss them."""
 
 
 class BlindIndexAttribute(DeferredAttribute):

@@ -35,3 +35,4 @@ export EXAMPLE_DATABASE=${EXAMPLE_DATABASE:-$(mktemp -d)/clinic.sqlite3}
 "$python" manage.py kms_fields_check
 "$python" manage.py demo
 "$python" manage.py kms_fields_reencrypt clinic --dry-run
+"$python" manage.py kms_fields_reindex clinic --check

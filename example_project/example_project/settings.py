@@ -5,6 +5,7 @@ moto server that scripts/example.sh starts, or against real AWS:
 
     KMS_FIELDS_KEY_ARN=arn:aws:kms:eu-west-1:111122223333:key/...     (required)
     KMS_FIELDS_ARCHIVE_KEY_ARN=arn:aws:kms:eu-west-1:111122223333:key/...  (defaults to the same key)
+    KMS_FIELDS_INDEX_KEY_ARN=arn:aws:kms:eu-west-1:111122223333:key/...  (an HMAC_256 key, for ssn lookups)
     KMS_FIELDS_ENDPOINT_URL=http://127.0.0.1:PORT   (leave unset for AWS itself)
 """
 
@@ -69,6 +70,7 @@ KMS_FIELDS = {
         "MAX_ATTEMPTS": 3,
         "RETRY_MODE": "standard",
         "ENCRYPTION_CONTEXT": {"app": "clinic"},
+        "INDEX_KEY_ARN": os.environ.get("KMS_FIELDS_INDEX_KEY_ARN") or None,
     },
     "archive": {
         "KEY_ARNS": [os.environ.get("KMS_FIELDS_ARCHIVE_KEY_ARN") or _key_arn],

@@ -3,7 +3,7 @@
 from collections import Counter
 
 from django.core.management.base import BaseCommand
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 from clinic.models import Patient
 from django_kms_fields.exceptions import DecryptionError, EncryptedLookupError
@@ -49,11 +49,23 @@ class Command(BaseCommand):
             self.stdout.write(f"  xray stored  {preview(raw_xray)}")
             self.stdout.write(f"       loaded  {patient.xray!r}")
 
+        self.stdout.write(self.style.MIGRATE_HEADING("\nLooking a patient up by an encrypted value"))
+        found = Patient.objects.get(ssn=" 078-05-1120")  # the normaliser strips spaces
+        self.stdout.write(f"  Patient.objects.get(ssn=' 078-05-1120') -> {found.name} (id {found.pk})")
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT ssn_blind_index FROM {table} WHERE id = %s", [found.pk])
+            self.stdout.write(f"  what the database compared: ssn_blind_index = {cursor.fetchone()[0][:24]}...")
+        try:
+            with transaction.atomic():
+                Patient.objects.create(name="Duplicate", ssn="078-05-1120")
+        except IntegrityError:
+            self.stdout.write("  a second patient with that ssn: IntegrityError (unique index on ssn_blind_index)")
+
         self.stdout.write(self.style.MIGRATE_HEADING("\nGuard rails"))
         try:
-            Patient.objects.filter(ssn="078-05-1120").exists()
+            Patient.objects.filter(ssn__startswith="078").exists()
         except EncryptedLookupError as err:
-            self.stdout.write(f"  filter(ssn=...) refused: {str(err).split(':')[0]}")
+            self.stdout.write(f"  filter(ssn__startswith=...) refused: {str(err).split(':')[0]}")
         first, second = created[0], created[1]
         with connection.cursor() as cursor:
             cursor.execute(f"UPDATE {table} SET ssn = %s WHERE id = %s", [connection.Database.Binary(raw_rows[first.pk][1]), second.pk])

@@ -18,3 +18,11 @@ class UncachedRow(models.Model):
 
 class FernetRow(models.Model):
     value = FernetTextField()
+
+
+class IndexedPlainRow(models.Model):
+    value = models.CharField(max_length=64, db_index=True)
+
+
+class SearchableRow(models.Model):
+    value = EncryptedTextField(searchable=True)

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.db import router
 
+from django_kms_fields.exceptions import KMSFieldsError
 from django_kms_fields.rewrite import reindex_column, searchable_fields
 from django_kms_fields.searchable import missing_index_count
 
@@ -46,7 +47,10 @@ class Command(ReencryptCommand):
         return super().handle(*args, **options)
 
     def rewrite(self, model: Any, field: Any, **options: Any) -> Any:
-        return reindex_column(model, field, **options)
+        try:
+            return reindex_column(model, field, **options)
+        except KMSFieldsError as err:  # no INDEX_KEY_ARN, KMS unreachable for the root: nothing was written
+            raise CommandError(f"{model._meta.label}.{field.name}: {err}") from None
 
     def fields(self, labels: list[str]) -> list[Any]:
         return searchable_fields(labels)
@@ -59,8 +63,11 @@ class Command(ReencryptCommand):
         missed = 0
         for model, field in fields:
             using = options["database"] or router.db_for_write(model)
-            missing = missing_index_count(field, using)
-            stale = missing_index_count(field, using, current_key_only=True) - missing
+            try:
+                missing = missing_index_count(field, using)
+                stale = missing_index_count(field, using, current_key_only=True) - missing
+            except KMSFieldsError as err:
+                raise CommandError(f"{model._meta.label}.{field.name}: {err}") from None
             missed += missing
             line = (
                 f"{model._meta.label}.{field.name} ({using}): {missing} row(s) without an index lookups match, "

@@ -448,7 +448,7 @@ def test_settings_checks_for_the_index_keys(settings, keys):
         assert f"kms_fields.{check_id}" in ids, options
     settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": {k: v for k, v in base.items() if k != "INDEX_KEY_ARN"}}
     errors = [m for m in django_checks.run_checks() if m.id == "kms_fields.E038"]
-    assert sorted(m.obj.name for m in errors) == ["email", "national_id", "passport"]
+    assert sorted(m.obj.name for m in errors) == ["balance", "email", "joined", "member_no", "national_id", "passport"]
 
 
 # --- the admin ----------------------------------------------------------------------------------------------
@@ -480,3 +480,18 @@ def test_reindex_without_an_index_key_is_a_command_error_not_a_traceback(setting
     for extra in ([], ["--check"]):
         with pytest.raises(CommandError, match="has no INDEX_KEY_ARN"):
             call_command("kms_fields_reindex", "testapp.Member.email", *extra, stdout=io.StringIO())
+
+
+def test_typed_fields_are_found_by_any_spelling_of_an_equal_value():
+    import datetime
+    import decimal
+    import zoneinfo
+
+    moment = datetime.datetime(2026, 3, 1, 12, 30, tzinfo=datetime.timezone.utc)
+    member = Member.objects.create(email="t@example.org", member_no=42, balance=decimal.Decimal("1.5"), joined=moment)
+    Member.objects.create(email="u@example.org", member_no=43, balance=decimal.Decimal("1.51"), joined=moment.replace(minute=31))
+    assert Member.objects.get(member_no="42") == member
+    assert Member.objects.get(balance=decimal.Decimal("1.50")) == member
+    assert Member.objects.get(balance="1.5") == member
+    assert Member.objects.get(joined=moment.astimezone(zoneinfo.ZoneInfo("America/New_York"))) == member
+    assert Member.objects.get(member_no__in=[42, 44]) == member

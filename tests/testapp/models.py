@@ -105,6 +105,9 @@ class Member(models.Model):
     email = EncryptedEmailField(searchable=True, unique=True, search_normalizer=normalizers.email)
     national_id = EncryptedTextField(searchable=True, null=True, blank=True)
     passport = EncryptedBinaryField(searchable=True, null=True)
+    member_no = EncryptedIntegerField(searchable=True, null=True)
+    balance = EncryptedDecimalField(max_digits=8, decimal_places=2, searchable=True, null=True)
+    joined = EncryptedDateTimeField(searchable=True, null=True)
 
     def __str__(self):
         return self.name

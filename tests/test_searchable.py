@@ -495,3 +495,23 @@ def test_typed_fields_are_found_by_any_spelling_of_an_equal_value():
     assert Member.objects.get(balance="1.5") == member
     assert Member.objects.get(joined=moment.astimezone(zoneinfo.ZoneInfo("America/New_York"))) == member
     assert Member.objects.get(member_no__in=[42, 44]) == member
+
+
+def test_reindex_with_no_label_covers_every_searchable_field():
+    ann, _, _ = members()
+    Member.objects.filter(pk=ann.pk).update(national_id="N-5")
+    unindex(ann)
+    unindex(ann, field="national_id_blind_index")
+    out = io.StringIO()
+    call_command("kms_fields_reindex", stdout=out)
+    assert "testapp.Member.email: scanned 3, indexed 1" in out.getvalue()
+    assert "testapp.Member.national_id: scanned 1, indexed 1" in out.getvalue()
+    assert Member.objects.get(national_id="N-5", email="ann@example.org") == ann
+
+
+def test_exclude_keeps_rows_without_a_value_as_django_does():
+    ann, bob, cy = members()
+    Member.objects.filter(pk=ann.pk).update(national_id="X")
+    Member.objects.filter(pk=bob.pk).update(national_id="Y")
+    assert set(Member.objects.exclude(national_id="X")) == {bob, cy}
+    assert set(Member.objects.filter(pk__in=Member.objects.filter(national_id="Y").values("pk"))) == {bob}

@@ -37,7 +37,6 @@ class Command(BaseCommand):
         "Batches by primary key, one transaction per batch, and writes a value only if the row still holds "
         "what was read. Safe to rerun; safe to run in several processes with --shard."
     )
-    missing_args_message = "Name app_label, app_label.Model or app_label.Model.field, or nothing for all."
     summary = (
         "{label}: scanned {s.scanned}, rewritten {s.rewritten} ({s.plaintext} of them plaintext), skipped "
         "{s.current} already current and {s.changed_meanwhile} changed meanwhile, failed {s.failed}"

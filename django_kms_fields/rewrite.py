@@ -25,7 +25,8 @@ from . import batches, conf, crypto, headers
 from .batches import Progress, RewriteStats
 from .exceptions import KMSFieldsError
 from .fields import EncryptedField
-from .searchable import companion_of, missing_index_count
+from .blind_index import FieldIndexKey
+from .searchable import companion_of
 
 __all__ = [
     "RewriteStats",
@@ -87,20 +88,37 @@ def reencrypt_column(
     encrypted too when the field has ``accept_plaintext``. ``dry_run`` counts without writing. ``using``
     names the database (default: the router's choice for writing ``model``).
     """
-    using = using or router.db_for_write(model)
     keyring = conf.get_keyring(field.keyring)
     binding = field.field_binding()
+    return _rewrite_in_batches(
+        model, field, field.column, using=using, batch_size=batch_size, shard=shard, progress=progress,
+        swap_of=lambda row, stats: _reencryption(field, keyring, binding, *row, stats, dry_run),
+    )
+
+
+def _rewrite_in_batches(
+    model: type[models.Model],
+    field: EncryptedField,
+    target_column: str,
+    *,
+    using: str | None,
+    batch_size: int,
+    shard: tuple[int, int] | None,
+    progress: Callable[[Progress], None],
+    swap_of: Callable[[tuple[Any, ...], RewriteStats], batches.Swap | None],
+    also_read: tuple[str, ...] = (),
+) -> RewriteStats:
+    """Visits the rows where ``field`` has a value, batch by batch, and lands the swaps ``swap_of`` makes."""
+    using = using or router.db_for_write(model)
     stats = RewriteStats()
     label = f"{model._meta.label}.{field.name}"
     total = batches.count(model, field.column, using=using, shard=shard)
     started = time.monotonic()
-    for rows in batches.batches(model, field.column, using=using, batch_size=batch_size, shard=shard):
-        swaps = [
-            swap
-            for pk, stored in rows
-            if (swap := _reencryption(field, keyring, binding, pk, stored, stats, dry_run)) is not None
-        ]
-        batches.land(model, field.column, swaps, stats, using=using)
+    for rows in batches.batches(
+        model, field.column, using=using, batch_size=batch_size, shard=shard, also_read=also_read
+    ):
+        swaps = [swap for row in rows if (swap := swap_of(row, stats)) is not None]
+        batches.land(model, target_column, swaps, stats, using=using)
         progress(Progress(label, stats.scanned, total, time.monotonic() - started))
     return stats
 
@@ -126,38 +144,34 @@ def reindex_column(
     current; the others are decrypted and indexed, and written only if the row still holds the value and
     the index that were read. ``RewriteStats.rewritten`` counts the indexes written.
     """
-    using = using or router.db_for_write(model)
     companion = companion_of(field)
     current = field.blind_index_keys()[0]
-    stats = RewriteStats()
-    label = f"{model._meta.label}.{field.name}"
-    total = batches.count(model, field.column, using=using, shard=shard)
-    started = time.monotonic()
-    for rows in batches.batches(
-        model, field.column, using=using, batch_size=batch_size, shard=shard, also_read=(companion.column,)
-    ):
-        swaps = []
-        for pk, stored, index in rows:
-            stats.scanned += 1
-            if index is not None and index.startswith(current.tag):
-                stats.current += 1
-                continue
-            try:
-                value = field.decrypt_message(stored, pk)
-                new_index = current.index(field.search_plaintext(value, pk))
-            except KMSFieldsError as err:
-                stats.fail(pk, err)
-                continue
-            if dry_run:
-                stats.rewritten += 1
-                continue
-            stored = stored if isinstance(stored, str) else bytes(stored)
-            swaps.append(
-                batches.Swap(pk, new_index, index, expect_null=index is None, source_column=field.column, source_value=stored)
-            )
-        batches.land(model, companion.column, swaps, stats, using=using)
-        progress(Progress(label, stats.scanned, total, time.monotonic() - started))
-    return stats
+    return _rewrite_in_batches(
+        model, field, companion.column, using=using, batch_size=batch_size, shard=shard, progress=progress,
+        also_read=(companion.column,),
+        swap_of=lambda row, stats: _reindexing(field, current, *row, stats, dry_run),
+    )
+
+
+def _reindexing(
+    field: EncryptedField, current: FieldIndexKey, pk: Any, stored: Any, index: str | None, stats: RewriteStats,
+    dry_run: bool,
+) -> batches.Swap | None:
+    """The swap that writes one row's index under the current key, or None (counted in ``stats``)."""
+    stats.scanned += 1
+    if index is not None and index.startswith(current.tag):
+        stats.current += 1
+        return None
+    try:
+        new_index = current.index(field.search_plaintext(field.decrypt_message(stored, pk), pk))
+    except KMSFieldsError as err:
+        stats.fail(pk, err)
+        return None
+    if dry_run:
+        stats.rewritten += 1
+        return None
+    stored = stored if isinstance(stored, str) else bytes(stored)
+    return batches.Swap(pk, new_index, index, expect_null=index is None, source_column=field.column, source_value=stored)
 
 
 def _reencryption(

@@ -11,7 +11,11 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.envi
 
 _endpoint = os.environ["BENCH_KMS_ENDPOINT"]
 KMS_FIELDS = {
-    "default": {"KEY_ARNS": [os.environ["BENCH_KEY_ARN"]], "ENDPOINT_URL": _endpoint},
+    "default": {
+        "KEY_ARNS": [os.environ["BENCH_KEY_ARN"]],
+        "ENDPOINT_URL": _endpoint,
+        "INDEX_KEY_ARN": os.environ.get("BENCH_INDEX_KEY_ARN"),
+    },
     "uncached": {"KEY_ARNS": [os.environ["BENCH_KEY_ARN"]], "ENDPOINT_URL": _endpoint, "CACHE": None},
 }
 LOGGING = {"version": 1, "loggers": {"django_kms_fields": {"level": "WARNING"}}}

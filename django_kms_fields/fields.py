@@ -192,10 +192,14 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
     def _normalizer_name(self) -> str:
         return blind_index.normalizer_name(self.search_normalizer)
 
+    def _binding_label(self) -> str:
+        # field_binding().label, without building a FieldBinding: this is paid per value indexed.
+        return self.binding or f"{self.model._meta.label_lower}.{self.name}"
+
     def blind_index_keys(self) -> list[blind_index.FieldIndexKey]:
         """The keys lookups match: the current index key first, then the previous ones."""
         keyring = conf.get_keyring(self.keyring)
-        return blind_index.index_keys(keyring, self.field_binding().label, self._normalizer_name())
+        return blind_index.index_keys(keyring, self._binding_label(), self._normalizer_name())
 
     @sensitive_variables("value")
     def search_plaintext(self, value: Any, pk: object = None) -> bytes:
@@ -209,7 +213,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
     def blind_index(self, value: Any, pk: object = None) -> str:
         """The index written for ``value`` (under the current index key)."""
         keyring = conf.get_keyring(self.keyring)
-        key = blind_index.current_index_key(keyring, self.field_binding().label, self._normalizer_name())
+        key = blind_index.current_index_key(keyring, self._binding_label(), self._normalizer_name())
         return key.index(self.search_plaintext(value, pk))
 
     def blind_indexes_matching(self, values: Iterable[Any]) -> list[str]:

@@ -181,7 +181,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         # Every write goes through get_db_prep_value, that is through encryption: counterparts such
         # as DecimalField or JSONField override this hook with their own preparation of the value.
         if self.searchable:
-            searchable.add_index_to_update(self, value, sys._getframe(1))
+            searchable.keep_index_in_step(self, value, sys._getframe(1))
         if hasattr(value, "as_sql"):
             self._refuse_unencrypted_expression(value)
             return value
@@ -210,12 +210,16 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             value = self.search_normalizer(value)
         return self.to_plaintext_bytes(self.get_prep_value(value))
 
-    def blind_index(self, value: Any, pk: object = None) -> str:
-        """The index written for ``value`` (under the current index key)."""
+    @sensitive_variables("value")
+    def blind_index(self, value: Any, pk: object = None) -> str | None:
+        """The index written for ``value`` (under the current index key, or the one loaded with it)."""
+        if isinstance(value, PendingDecryption) and value.field is self and value.loaded_index is not None:
+            return value.loaded_index
         keyring = conf.get_keyring(self.keyring)
         key = blind_index.current_index_key(keyring, self._binding_label(), self._normalizer_name())
         return key.index(self.search_plaintext(value, pk))
 
+    @sensitive_variables("values", "plaintexts")
     def blind_indexes_matching(self, values: Iterable[Any]) -> list[str]:
         """Every index a lookup for ``values`` matches: each value under each index key."""
         plaintexts = [self.search_plaintext(value) for value in values]

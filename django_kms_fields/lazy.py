@@ -44,11 +44,14 @@ class PendingDecryption:
     message's bytes in ``repr`` or ``str``.
     """
 
-    __slots__ = ("field", "message")
+    __slots__ = ("field", "message", "loaded_index")
 
     def __init__(self, field: EncryptedField, message: bytes) -> None:
         self.field = field
         self.message = message
+        # The blind index read from the same row (searchable fields): the index of this message, so
+        # writing the message elsewhere writes its index without decrypting it.
+        self.loaded_index: str | None = None
 
     def decrypt(self, pk: object = None) -> Any:
         return self.field.decrypt_message(self.message, pk)
@@ -209,6 +212,7 @@ def _pending_from_db_value(
     pending = _new(PendingDecryption)
     pending.field = expression.target
     pending.message = value
+    pending.loaded_index = None
     return pending
 
 

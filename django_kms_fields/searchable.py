@@ -25,7 +25,8 @@ from django.db.models.expressions import Case, Col, Value, When
 from django.db.models.functions import Cast
 from django.db.models.lookups import Exact, In, Lookup
 from django.db.models.query_utils import DeferredAttribute, Q
-from django.db.models.sql.compiler import SQLUpdateCompiler
+from django.db.models.sql.compiler import SQLInsertCompiler, SQLUpdateCompiler
+from django.views.decorators.debug import sensitive_variables
 
 from . import blind_index, conf
 from .exceptions import EncryptedQueryError, IncompleteIndexError
@@ -34,7 +35,7 @@ from .lazy import PendingDecryption
 if TYPE_CHECKING:
     from .fields import EncryptedField
 
-__all__ = ["BlindIndexField", "companion_name", "IncompleteIndexError", "add_index_to_update", "missing_index_count"]
+__all__ = ["BlindIndexField", "companion_name", "IncompleteIndexError", "keep_index_in_step", "missing_index_count"]
 
 COMPANION_SUFFIX = "_blind_index"
 
@@ -49,27 +50,26 @@ def companion_name(field_name: str) -> str:
 class BlindIndexAttribute(DeferredAttribute):
     """The companion's attribute: the index of the encrypted field's current value.
 
-    The stored index is given back only while the encrypted value is the very object it was loaded with
-    (loaded and never read or assigned): saving such an instance leaves both as they were. Any other value
-    is indexed afresh, so ``save``, ``bulk_create``, ``bulk_update(..., [companion])`` and ``loaddata`` all
-    write the index of what they write.
+    A value loaded and never read carries the index loaded from its row (``PendingDecryption.loaded_index``,
+    set by ``__set__`` when ``Model.__init__`` assigns the row), so saving an unread instance, or writing its
+    unread value into another row, writes that index without decrypting. Any other value is indexed
+    afresh, so ``save``, ``bulk_create``, ``bulk_update`` and ``loaddata`` write the index of what they write.
     """
 
+    @sensitive_variables("value")
     def __get__(self, instance: Any, cls: Any = None) -> Any:
         if instance is None:
             return self
         field: BlindIndexField = self.field  # type: ignore[assignment]
         source = field.indexed_field
-        data = instance.__dict__
-        if source is None or source.attname not in data:
+        if source is None or source.attname not in instance.__dict__:
             return super().__get__(instance, cls)
-        value = data[source.attname]
+        value = instance.__dict__[source.attname]
         if value is None:
             return None
-        if isinstance(value, PendingDecryption) and data.get(_SOURCE_PREFIX + field.attname) is value:
-            if field.attname in data:
-                return data[field.attname]
-            return super().__get__(instance, cls)
+        if isinstance(value, PendingDecryption) and value.loaded_index is None and value.field is source:
+            if instance.__dict__.get(_SOURCE_PREFIX + field.attname) is value and field.attname in instance.__dict__:
+                return instance.__dict__[field.attname]  # loaded with it, no index yet: left as it is
         return source.blind_index(value, pk=instance.pk)
 
     def __set__(self, instance: Any, value: Any) -> None:
@@ -77,7 +77,10 @@ class BlindIndexAttribute(DeferredAttribute):
         instance.__dict__[field.attname] = value
         source = field.indexed_field
         if source is not None:
-            instance.__dict__[_SOURCE_PREFIX + field.attname] = instance.__dict__.get(source.attname)
+            loaded = instance.__dict__.get(source.attname)
+            instance.__dict__[_SOURCE_PREFIX + field.attname] = loaded
+            if isinstance(loaded, PendingDecryption) and loaded.field is source and loaded.loaded_index is None:
+                loaded.loaded_index = value
 
 
 class BlindIndexField(models.CharField):
@@ -299,34 +302,59 @@ def forget_completeness() -> None:
         _complete.clear()
 
 
-# --- UPDATE statements ------------------------------------------------------------------------------
+# --- UPDATE and INSERT statements ---------------------------------------------------------------------
 
 _UPDATE_AS_SQL_CODE = SQLUpdateCompiler.as_sql.__code__
+# get_db_prep_save <- (a subclass's override) <- prepare_value <- (a comprehension, before 3.12) <- as_sql
+_FRAMES_SEARCHED = 5
 
 
-def add_index_to_update(field: EncryptedField, value: Any, caller: Any) -> None:
-    """When ``field`` is written by an UPDATE that leaves out its companion, write the companion too.
+def keep_index_in_step(field: EncryptedField, value: Any, frame: Any) -> None:
+    """When a statement writes ``field`` but not its companion, make it write the companion too.
 
-    ``caller`` is the frame that called ``get_db_prep_save``. ``QuerySet.update``, ``bulk_update`` and
-    ``save(update_fields=[...])`` (also the one Django makes for an instance loaded with ``only()``) all
-    compile through ``SQLUpdateCompiler.as_sql``, which prepares each value in turn from
-    ``query.values``; the companion's entry, appended here, is prepared after it.
+    ``frame`` is the caller of ``get_db_prep_save``. ``QuerySet.update``, ``bulk_update`` and
+    ``save(update_fields=[...])`` (also the one Django makes for an instance loaded with ``only()``)
+    compile through ``SQLUpdateCompiler.as_sql``, which prepares each value of ``query.values`` in turn:
+    the companion's entry, appended here, is prepared after it. ``bulk_create(update_conflicts=True,
+    update_fields=[field])`` prepares every row's values (the companion's included) before it builds
+    ``ON CONFLICT ... DO UPDATE``: the companion joins ``update_fields`` here.
     """
-    if caller is None or caller.f_code is not _UPDATE_AS_SQL_CODE:
-        return
-    compiler = caller.f_locals.get("self")
-    if not isinstance(compiler, SQLUpdateCompiler):
-        return
+    for _ in range(_FRAMES_SEARCHED):
+        if frame is None:
+            return
+        compiler = frame.f_locals.get("self")
+        if frame.f_code is _UPDATE_AS_SQL_CODE and isinstance(compiler, SQLUpdateCompiler):
+            _add_to_update(field, value, compiler.query)
+            return
+        if isinstance(compiler, SQLInsertCompiler):
+            _add_to_conflict_update(field, compiler.query)
+            return
+        frame = frame.f_back
+
+
+def _add_to_update(field: EncryptedField, value: Any, query: Any) -> None:
     companion = companion_of(field)
-    if any(target is companion for target, _, _ in compiler.query.values):
+    targets = [target for target, _, _ in query.values]
+    if companion in targets or field not in targets:
         return
     if isinstance(value, Col):
         return  # update(field=F("field")): the value, so its index, does not change
-    companion_value = _companion_expression(field, companion, value)
-    compiler.query.values.append((companion, field.model._meta.concrete_model, companion_value))
+    query.values.append((companion, field.model._meta.concrete_model, _companion_expression(field, companion, value)))
 
 
+def _add_to_conflict_update(field: EncryptedField, query: Any) -> None:
+    update_fields = getattr(query, "update_fields", None)
+    if update_fields and field in update_fields:
+        companion = companion_of(field)
+        if companion not in update_fields:
+            update_fields.append(companion)
+
+
+@sensitive_variables("value", "index")
 def _companion_expression(field: EncryptedField, companion: BlindIndexField, value: Any) -> Any:
+    if isinstance(value, Col):
+        # The row's own value (Case(..., default=F("field"))): its own index.
+        return Col(value.alias, companion)
     if isinstance(value, Cast):
         inner = _companion_expression(field, companion, value.source_expressions[0])
         return Cast(inner, output_field=companion)

@@ -515,3 +515,48 @@ def test_exclude_keeps_rows_without_a_value_as_django_does():
     Member.objects.filter(pk=bob.pk).update(national_id="Y")
     assert set(Member.objects.exclude(national_id="X")) == {bob, cy}
     assert set(Member.objects.filter(pk__in=Member.objects.filter(national_id="Y").values("pk"))) == {bob}
+
+
+def test_an_update_keeping_some_rows_own_values_keeps_their_indexes():
+    from django.db.models import Case, F, Value, When
+
+    ann, bob, cy = members()
+    for row, value in ((ann, "A"), (bob, "B"), (cy, "C")):
+        Member.objects.filter(pk=row.pk).update(national_id=value)
+    field = Member._meta.get_field("national_id")
+    Member.objects.update(national_id=Case(When(pk=ann.pk, then=Value("A2", output_field=field)), default=F("national_id")))
+    assert [Member.objects.get(national_id=v) for v in ("A2", "B", "C")] == [ann, bob, cy]
+
+
+def test_bulk_create_updating_on_conflict_writes_the_index_too():
+    ann, _, _ = members()
+    Member.objects.filter(pk=ann.pk).update(national_id="OLD")
+    options = {"unique_fields": ["email_blind_index"]} if connection.features.supports_update_conflicts_with_target else {}
+    Member.objects.bulk_create(
+        [Member(email="ann@example.org", national_id="NEW")], update_conflicts=True, update_fields=["national_id"], **options
+    )
+    assert Member.objects.get(national_id="NEW").pk == ann.pk
+    assert not Member.objects.filter(national_id="OLD").exists()
+
+
+def test_an_override_of_get_db_prep_save_in_between_does_not_lose_the_index(monkeypatch):
+    ann, _, _ = members()
+    field = Member._meta.get_field("national_id")
+    unbound = type(field).get_db_prep_save
+    monkeypatch.setattr(field, "get_db_prep_save", lambda value, connection: unbound(field, value, connection))
+    Member.objects.filter(pk=ann.pk).update(national_id="Z")
+    assert Member.objects.get(national_id="Z") == ann
+
+
+def test_saving_only_the_unread_field_writes_its_loaded_index_without_kms(kms_calls):
+    ann, bob, _ = members()
+    before = index_of(ann)
+    loaded, other = Member.objects.get(pk=ann.pk), Member.objects.get(pk=bob.pk)
+    kms_calls.clear()
+    loaded.save(update_fields=["email"])
+    other.email = loaded.__dict__["email"]
+    Member.objects.filter(pk=ann.pk).update(email="moved@example.org")
+    kms_calls.clear()
+    other.save(update_fields=["email"])
+    assert index_of(bob) == before and kms_calls == []
+    assert Member.objects.get(email="ann@example.org") == bob

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connections, models, transaction
+from django.db import IntegrityError, connections, models, transaction
 
 from .compat import binary_placeholder
 
@@ -181,10 +181,28 @@ def write_batch(model: type[models.Model], column: str, swaps: list[Swap], *, us
 
 
 def land(model: type[models.Model], column: str, swaps: list[Swap], stats: RewriteStats, *, using: str) -> None:
-    """Writes a batch's swaps and counts which landed and which lost to a concurrent write."""
+    """Writes a batch's swaps and counts which landed and which lost to a concurrent write.
+
+    A swap that breaks a unique index (a blind index written for a value another row already has: the
+    rows were written before the index existed) is a failure of that row alone; the others land.
+    """
     if not swaps:
         return
-    landed = write_batch(model, column, swaps, using=using)
+    duplicates = 0
+    try:
+        landed = write_batch(model, column, swaps, using=using)
+    except IntegrityError:
+        landed = []
+        for swap in swaps:
+            try:
+                landed += write_batch(model, column, [swap], using=using)
+            except IntegrityError:
+                duplicates += 1
+                stats.fail(swap.pk, UniqueValueError(f"another row of {model._meta.label} already has this value, which must be unique"))
     stats.rewritten += len(landed)
-    stats.changed_meanwhile += len(swaps) - len(landed)
+    stats.changed_meanwhile += len(swaps) - len(landed) - duplicates
     stats.plaintext += sum(swap.plaintext for swap in landed)
+
+
+class UniqueValueError(Exception):
+    """A rewritten row would break a unique index."""

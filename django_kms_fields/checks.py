@@ -28,15 +28,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
 
 def check_botocore_logging(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    # botocore.parsers logs each response body at DEBUG, and a GenerateDataKey response holds the
-    # plaintext data key in base64.
+    # botocore.parsers logs each response body at DEBUG: a GenerateDataKey response holds the plaintext
+    # data key in base64, a GenerateMac response the root of the blind indexes.
     verbose = [name for name in BOTOCORE_LOGGERS if logging.getLogger(name).isEnabledFor(logging.DEBUG)]
     if not verbose:
         return []
     return [
         checks.Warning(
             "botocore logs at DEBUG (" + ", ".join(verbose) + "): it would write KMS response bodies, "
-            "including plaintext data keys, to your logs.",
+            "including plaintext data keys and the blind-index root, to your logs.",
             hint='Set the "botocore" logger to INFO or above in LOGGING.',
             id="kms_fields.W001",
         )

@@ -113,9 +113,10 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
 
     @property  # type: ignore[override]
     def unique(self) -> bool:
-        # Only model validation sees a searchable field as unique (it then looks the value up through
-        # the blind index); the schema editor must not put a unique index on the ciphertext.
-        return bool(self._unique and self.searchable and searchable.asked_by_unique_checks())
+        # Unique to model validation (which looks the value up through the blind index), auth's
+        # USERNAME_FIELD check and serializers; never to the schema editor: the database's unique
+        # index is on the blind-index column, not on the ciphertext.
+        return bool(self._unique and self.searchable and not searchable.asked_by_schema_editor())
 
     def contribute_to_class(self, cls: type[models.Model], name: str, **kwargs: Any) -> None:
         super().contribute_to_class(cls, name, **kwargs)
@@ -190,7 +191,15 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
     # -- blind index ------------------------------------------------------------------------------
 
     def _normalizer_name(self) -> str:
-        return blind_index.normalizer_name(self.search_normalizer)
+        # What the index's tag names besides the key: the normaliser and the options that change the
+        # bytes a value is encoded as, so that changing either shows rows as not indexed (until
+        # kms_fields_reindex) instead of letting lookups miss them.
+        encoding = self.plaintext_encoding_options()
+        return blind_index.normalizer_name(self.search_normalizer) + (f"|{encoding}" if encoding else "")
+
+    def plaintext_encoding_options(self) -> str:
+        """The field options that change ``to_plaintext_bytes`` for one value; none for text and bytes."""
+        return ""
 
     def _binding_label(self) -> str:
         # field_binding().label, without building a FieldBinding: this is paid per value indexed.

@@ -25,7 +25,6 @@ from . import batches, conf, crypto, headers
 from .batches import Progress, RewriteStats
 from .exceptions import KMSFieldsError
 from .fields import EncryptedField
-from .blind_index import FieldIndexKey
 from .searchable import companion_of
 
 __all__ = [
@@ -137,35 +136,42 @@ def reindex_column(
     shard: tuple[int, int] | None = None,
     progress: Callable[[Progress], None] = lambda progress: None,
     using: str | None = None,
+    rebuild: bool = False,
 ) -> RewriteStats:
     """Writes the blind index of every value of ``field`` that has none, or one under an older index key.
+
+    With ``rebuild``, every row is decrypted and its index written if it differs (after a change to what
+    a normaliser does that its name does not show).
 
     Rows already indexed under the current key (read from the index's tag, no KMS call) are counted as
     current; the others are decrypted and indexed, and written only if the row still holds the value and
     the index that were read. ``RewriteStats.rewritten`` counts the indexes written.
     """
     companion = companion_of(field)
-    current = field.blind_index_keys()[0]
+    field.blind_index_keys()  # a missing INDEX_KEY_ARN or an unreachable KMS fails here, before any row
     return _rewrite_in_batches(
         model, field, companion.column, using=using, batch_size=batch_size, shard=shard, progress=progress,
         also_read=(companion.column,),
-        swap_of=lambda row, stats: _reindexing(field, current, *row, stats, dry_run),
+        swap_of=lambda row, stats: _reindexing(field, *row, stats, dry_run, rebuild),
     )
 
 
 def _reindexing(
-    field: EncryptedField, current: FieldIndexKey, pk: Any, stored: Any, index: str | None, stats: RewriteStats,
-    dry_run: bool,
+    field: EncryptedField, pk: Any, stored: Any, index: str | None, stats: RewriteStats, dry_run: bool, rebuild: bool
 ) -> batches.Swap | None:
     """The swap that writes one row's index under the current key, or None (counted in ``stats``)."""
     stats.scanned += 1
-    if index is not None and index.startswith(current.tag):
-        stats.current += 1
-        return None
     try:
+        current = field.blind_index_keys()[0]  # per row: the key is not kept past MAX_AGE
+        if not rebuild and index is not None and index.startswith(current.tag):
+            stats.current += 1
+            return None
         new_index = current.index(field.search_plaintext(field.decrypt_message(stored, pk), pk))
     except KMSFieldsError as err:
         stats.fail(pk, err)
+        return None
+    if new_index == index:
+        stats.current += 1
         return None
     if dry_run:
         stats.rewritten += 1

@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.models.expressions import Case, Col, Value, When
 from django.db.models.functions import Cast
 from django.db.models.lookups import Exact, In, Lookup
@@ -86,7 +87,8 @@ class BlindIndexAttribute(DeferredAttribute):
 class BlindIndexField(models.CharField):
     """The blind index of one searchable encrypted field; added by that field, never declared by hand.
 
-    ``indexes`` names the encrypted field. The column is NULL for NULL values and for rows not indexed
+    ``<name>_blind_index`` indexes the field ``<name>``; no option says so, so that renaming both (in two
+    steps, see the README) is a rename of each, which keeps the indexes. The column is NULL for NULL values and for rows not indexed
     yet (``kms_fields_reindex`` fills them); lowercase hex, so case-insensitive collations compare it
     exactly.
     """
@@ -94,7 +96,7 @@ class BlindIndexField(models.CharField):
     descriptor_class = BlindIndexAttribute
     description = "Blind index of an encrypted field"
 
-    def __init__(self, *args: Any, indexes: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, indexes: str | None = None, **kwargs: Any) -> None:
         self.indexes = indexes
         kwargs.setdefault("max_length", blind_index.INDEX_LENGTH)
         kwargs.setdefault("null", True)
@@ -107,7 +109,6 @@ class BlindIndexField(models.CharField):
 
     def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
         name, _, args, kwargs = super().deconstruct()
-        kwargs["indexes"] = self.indexes
         return name, "django_kms_fields.searchable.BlindIndexField", args, kwargs
 
     def contribute_to_class(self, cls: type[models.Model], name: str, private_only: bool = False) -> None:
@@ -119,6 +120,7 @@ class BlindIndexField(models.CharField):
                 cls._meta._expire_cache()
             elif existing.name == name:
                 return
+        self.indexes = name.removesuffix(COMPANION_SUFFIX)
         super().contribute_to_class(cls, name, private_only)
 
     @property  # type: ignore[override]
@@ -154,16 +156,28 @@ def companion_of(field: EncryptedField) -> BlindIndexField:
 
 # --- the unique option ------------------------------------------------------------------------------
 
+def asked_by_schema_editor() -> bool:
+    """Whether a schema editor reads ``field.unique`` (its method is two or three frames up).
+
+    A searchable ``unique=True`` field is unique to everything else (model validation, which then looks
+    the value up through the blind index; ``USERNAME_FIELD``; serializers' unique validators) but not to
+    the schema editor: the database's unique index is on the companion column, never on the ciphertext.
+    """
+    frame = sys._getframe(2)
+    for _ in range(2):  # the property's caller, or a comprehension inside it (Python 3.11)
+        if frame is None:
+            return False
+        if isinstance(frame.f_locals.get("self"), BaseDatabaseSchemaEditor):
+            return True
+        frame = frame.f_back
+    return False
+
+
 _UNIQUE_CHECKS_CODE = models.Model._get_unique_checks.__code__
 
 
 def asked_by_unique_checks() -> bool:
-    """Whether ``Model._get_unique_checks`` reads ``field.unique`` (two frames up: the property, its caller).
-
-    A searchable ``unique=True`` field reports itself unique to model validation, which then looks the
-    value up through the blind index, and not to the schema editor: the database's unique index is on
-    the companion column, never on the ciphertext.
-    """
+    """Whether ``Model._get_unique_checks`` reads ``field.unique`` (two frames up: the property, its caller)."""
     return sys._getframe(2).f_code is _UNIQUE_CHECKS_CODE
 
 
@@ -285,11 +299,11 @@ def require_complete_index(field: EncryptedField, using: str) -> None:
     with _complete_lock:
         if _complete.get(slot, 0.0) > now:
             return
-    missing = _rows_without_current_index(field, using).count()
-    if missing:
+    # exists(), not count(): while the column is incomplete, every lookup pays this query.
+    if _rows_without_current_index(field, using).exists():
         raise IncompleteIndexError(
-            f"{field.model._meta.label}.{field.name}: {missing} row(s) in database {using!r} have a value but no "
-            "blind index under the current or a previous index key, so this lookup would miss them. Run "
+            f"{field.model._meta.label}.{field.name}: rows in database {using!r} have a value but no blind index "
+            "under the current or a previous index key, so this lookup would miss them. Run "
             f"`manage.py kms_fields_reindex {field.model._meta.label} --database {using}`; "
             "`kms_fields_reindex --check` counts them."
         )

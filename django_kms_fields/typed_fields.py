@@ -81,6 +81,9 @@ class EncryptedJSONField(EncryptedField, models.JSONField):
             raise EncryptionError(f"{self.model._meta.label}.{self.name}: the value is not JSON ({err}).") from None
         return text.encode("utf-8")
 
+    def plaintext_encoding_options(self) -> str:
+        return "" if self.encoder is None else f"encoder={self.encoder.__module__}.{self.encoder.__qualname__}"
+
     def from_plaintext_bytes(self, plaintext: bytes) -> Any:
         try:
             return json.loads(plaintext.decode("utf-8"), cls=self.decoder)
@@ -152,6 +155,9 @@ class EncryptedDecimalField(EncryptedField, models.DecimalField):
         quantized = number.quantize(decimal.Decimal(1).scaleb(-self.decimal_places), context=self.context)
         return format(quantized.copy_abs() if quantized.is_zero() else quantized, "f").encode("ascii")
 
+    def plaintext_encoding_options(self) -> str:
+        return f"decimal_places={self.decimal_places}"
+
     def from_plaintext_bytes(self, plaintext: bytes) -> decimal.Decimal:
         try:
             return decimal.Decimal(plaintext.decode("ascii"))
@@ -187,6 +193,9 @@ class EncryptedDateTimeField(EncryptedField, models.DateTimeField):
         if settings.USE_TZ:
             moment = moment.astimezone(datetime.timezone.utc)
         return moment.isoformat(timespec="microseconds").encode("ascii")
+
+    def plaintext_encoding_options(self) -> str:
+        return f"USE_TZ={settings.USE_TZ}"
 
     def from_plaintext_bytes(self, plaintext: bytes) -> datetime.datetime:
         try:

@@ -40,15 +40,21 @@ class Command(ReencryptCommand):
             help="write nothing; count, per field, the rows lookups would miss and those under a previous key; "
             "exit with an error if any would be missed",
         )
+        parser.add_argument(
+            "--rebuild", action="store_true",
+            help="decrypt every row and rewrite each index that differs, also those that look current: after "
+            "changing what a search_normalizer does without renaming it",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.rebuild = options["rebuild"]
         if options["check"]:
             return self._check(options)
         return super().handle(*args, **options)
 
     def rewrite(self, model: Any, field: Any, **options: Any) -> Any:
         try:
-            return reindex_column(model, field, **options)
+            return reindex_column(model, field, rebuild=self.rebuild, **options)
         except KMSFieldsError as err:  # no INDEX_KEY_ARN, KMS unreachable for the root: nothing was written
             raise CommandError(f"{model._meta.label}.{field.name}: {err}") from None
 

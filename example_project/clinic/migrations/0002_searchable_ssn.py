@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='patient',
             name='ssn_blind_index',
-            field=django_kms_fields.searchable.BlindIndexField(editable=False, indexes='ssn', max_length=72, null=True, serialize=False, unique=True),
+            field=django_kms_fields.searchable.BlindIndexField(editable=False, max_length=72, null=True, serialize=False, unique=True),
         ),
         migrations.AlterField(
             model_name='patient',

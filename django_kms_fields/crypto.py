@@ -148,6 +148,8 @@ class _ThreadState(threading.local):
     def __init__(self) -> None:
         # alias -> (the keyring they were built from, SDK client, materials manager)
         self.sdk_objects: dict[str, tuple[KeyringConfig, aws_encryption_sdk.EncryptionSDKClient, CryptoMaterialsManager]] = {}
+        # (alias, field label) -> (the keyring, its materials manager, the field-bound manager over it)
+        self.bound_managers: dict[tuple[str, str], tuple[KeyringConfig, CryptoMaterialsManager, CryptoMaterialsManager]] = {}
 
 
 _thread_state = _ThreadState()
@@ -179,6 +181,18 @@ def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionS
     )
     _thread_state.sdk_objects[keyring.alias] = (keyring, sdk_client, manager)
     return sdk_client, manager
+
+
+def _bound_manager(keyring: KeyringConfig, binding: FieldBinding, manager: CryptoMaterialsManager) -> CryptoMaterialsManager:
+    """This thread's field-bound materials manager over ``manager``, built once per field (it holds
+    nothing per value)."""
+    key = (keyring.alias, binding.label)
+    entry = _thread_state.bound_managers.get(key)
+    if entry is not None and entry[0] is keyring and entry[1] is manager:
+        return entry[2]
+    bound = _FieldBoundMaterialsManager(manager, encryption_context_for(keyring, binding))
+    _thread_state.bound_managers[key] = (keyring, manager, bound)
+    return bound
 
 
 # --- the public operations ----------------------------------------------------------------------------
@@ -243,7 +257,7 @@ def _read_message(message: bytes, keyring: KeyringConfig, binding: FieldBinding)
     if len(message) > keyring.max_message_bytes:
         return _shape_refusal(message, keyring), None
     sdk_client, manager = _sdk_objects(keyring)
-    bound: CryptoMaterialsManager = _FieldBoundMaterialsManager(manager, encryption_context_for(keyring, binding))
+    bound = _bound_manager(keyring, binding, manager)
     # The fast path reads only framed 4096-byte messages of its suite, so for what it reads the shape
     # refusal below has nothing to say, unless REQUIRE_ALGORITHM names another suite.
     if fastpath.ENABLED and not (keyring.require_algorithm and not fastpath.handles_suite(keyring.algorithm)):

@@ -30,6 +30,7 @@ from aws_encryption_sdk.exceptions import ActionNotAllowedError, MaxEncryptedDat
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
 from aws_encryption_sdk.internal.utils.streams import ROStream
 from aws_encryption_sdk.materials_managers import (
+    DecryptionMaterials,
     DecryptionMaterialsRequest,
     EncryptionMaterials,
     EncryptionMaterialsRequest,
@@ -168,7 +169,7 @@ def write(
         commitment_policy=COMMITMENT_POLICY,
     )
     materials = manager.get_encryption_materials(request=request)
-    if materials.algorithm is not SUITE or materials.signing_key is not None:
+    if type(materials) is not EncryptionMaterials or materials.algorithm is not SUITE or materials.signing_key is not None:
         raise ActionNotAllowedError("Cryptographic materials manager provided algorithm suite differs from algorithm suite in request.")
     if len(materials.encrypted_data_keys) > max_encrypted_data_keys:
         raise MaxEncryptedDataKeysExceeded(len(materials.encrypted_data_keys), max_encrypted_data_keys)
@@ -347,23 +348,26 @@ def read(message: bytes, manager: CryptoMaterialsManager, max_encrypted_data_key
         return Declined(manager)
     request = header.request
     materials = manager.decrypt_materials(request=request)
-    declined = Declined(_ObtainedMaterials(manager, request, materials))
-    if materials.verification_key is not None or hasattr(materials, "required_encryption_context_keys"):
-        return declined
+    # Exactly the SDK's own materials class: a verification key or the MPL's required context keys
+    # (another class) would need checks the fast path does not make.
+    if type(materials) is not DecryptionMaterials or materials.verification_key is not None:
+        return Declined(_ObtainedMaterials(manager, request, materials))
     derived, commitment = _keys(materials.data_key.data_key, header.message_id)
     if not hmac.compare_digest(commitment, header.commitment):
-        return declined
+        return Declined(_ObtainedMaterials(manager, request, materials))
     cipher = AESGCM(derived)
     position = header.end
     try:
         cipher.decrypt(_HEADER_IV, message[position : position + _TAG_LENGTH], message[:position])
     except InvalidTag:
-        return declined
-    position += _TAG_LENGTH
-    return _read_frames(message, position, header.message_id, cipher, declined)
+        return Declined(_ObtainedMaterials(manager, request, materials))
+    plaintext = _read_frames(message, position + _TAG_LENGTH, header.message_id, cipher)
+    if plaintext is None:
+        return Declined(_ObtainedMaterials(manager, request, materials))
+    return plaintext
 
 
-def _read_frames(message: bytes, position: int, message_id: bytes, cipher: AESGCM, declined: Declined) -> bytes | Declined:
+def _read_frames(message: bytes, position: int, message_id: bytes, cipher: AESGCM) -> bytes | None:
     size = len(message)
     chunks = []
     sequence_number = 0
@@ -400,4 +404,4 @@ def _read_frames(message: bytes, position: int, message_id: bytes, cipher: AESGC
                 break  # bytes after the message: the SDK path refuses them in our words
             return b"".join(chunks)
     chunks.clear()  # nothing read from a message that fails a check is released
-    return declined
+    return None

@@ -320,3 +320,21 @@ def test_what_the_fast_path_does_not_handle_reaches_the_sdk(db, settings, local_
     assert written[1:3] == Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384.id_as_bytes()
     assert crypto.decrypt(written, conf.get_keyring("default"), binding) == b"signed too"
     assert len({id(decryptor) for decryptor in sdk_reads}) == 2
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_tampered_value_costs_the_same_kms_calls_with_the_fast_path_on_or_off(db, settings, local_kms, keys, kms_calls,
+                                                                              monkeypatch, enabled):
+    # Without a cache, where a second request for the data key would be a second KMS call: a message
+    # the fast path declines after obtaining its data key is read by the SDK with that same key.
+    settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": {**settings.KMS_FIELDS["default"], "CACHE": None}}
+    monkeypatch.setattr(fastpath, "ENABLED", enabled)
+    field = Patient._meta.get_field("ssn")
+    patient = Patient.objects.create(ssn="tampered below")
+    message = bytearray(stored(Patient, patient.pk, "ssn"))
+    message[regions_of(bytes(message)).body.start + 5] ^= 1
+    kms_calls.clear()
+
+    with pytest.raises(DecryptionError, match=r"\(InvalidTag\)"):
+        field.from_db_value(bytes(message), None, connection)
+    assert [call["operation"] for call in kms_calls] == ["Decrypt"]

@@ -23,11 +23,13 @@ import pytest
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy, EncryptionKeyType, WrappingAlgorithm
 from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
 from aws_encryption_sdk.key_providers.raw import RawMasterKey
-from aws_encryption_sdk.materials_managers import EncryptionMaterials
+from aws_encryption_sdk.exceptions import MasterKeyProviderError
+from aws_encryption_sdk.materials_managers import DecryptionMaterials, EncryptionMaterials
 from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
 from aws_encryption_sdk.materials_managers.default import DefaultCryptoMaterialsManager
 from aws_encryption_sdk.streaming_client import StreamDecryptor, StreamEncryptor
 from aws_encryption_sdk.structures import DataKey, EncryptedDataKey, MasterKeyInfo
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.db import connection
 
 from django_kms_fields import conf, crypto, fastpath
@@ -338,3 +340,44 @@ def test_a_tampered_value_costs_the_same_kms_calls_with_the_fast_path_on_or_off(
     with pytest.raises(DecryptionError, match=r"\(InvalidTag\)"):
         field.from_db_value(bytes(message), None, connection)
     assert [call["operation"] for call in kms_calls] == ["Decrypt"]
+
+
+class _KnownDataKey(CryptoMaterialsManager):
+    """Materials around a data key the test knows, as an attacker who holds one data key would."""
+
+    def __init__(self, data_key: bytes):
+        info = MasterKeyInfo(provider_id="tests-raw", key_info=b"known")
+        self.key = DataKey(key_provider=info, data_key=data_key, encrypted_data_key=b"wrapped")
+        self.edk = EncryptedDataKey(key_provider=info, encrypted_data_key=b"wrapped")
+
+    def get_encryption_materials(self, request):
+        return EncryptionMaterials(algorithm=SUITE, data_encryption_key=self.key, encrypted_data_keys={self.edk},
+                                   encryption_context=dict(request.encryption_context))
+
+    def decrypt_materials(self, request):
+        return DecryptionMaterials(data_key=self.key)
+
+
+def test_a_message_whose_tags_verify_but_whose_key_commitment_does_not_is_refused():
+    # AES-GCM tags can be made to verify under a second key; only the commitment ties a message to
+    # one data key. Here every tag is valid and the commitment alone is wrong.
+    rng = random.Random(SEED + 2)
+    manager = _KnownDataKey(rng.randbytes(32))
+    message = fastpath.write(b"committed to one key", manager, CONTEXT, MAX_DATA_KEYS)
+    header = fastpath._parsed_header(message, MAX_DATA_KEYS)
+    forged_header = message[: header.end - 32] + rng.randbytes(32)
+    derived, _commitment = fastpath._keys(manager.key.data_key, header.message_id)
+    forged = forged_header + AESGCM(derived).encrypt(bytes(12), b"", forged_header) + message[header.end + 16 :]
+
+    assert fastpath.read(message, manager, MAX_DATA_KEYS) == b"committed to one key"
+    with pytest.raises(MasterKeyProviderError, match="Key commitment validation failed"):
+        sdk_read(forged, manager)
+    assert isinstance(fastpath.read(forged, manager, MAX_DATA_KEYS), fastpath.Declined)
+
+
+def test_every_message_written_has_its_own_message_id():
+    # The message id salts the derived key: one id twice would mean the same key and frame nonces
+    # for two plaintexts under a cached data key.
+    messages = [fast_write(b"same plaintext") for _ in range(500)]
+
+    assert len({message[3:35] for message in messages}) == 500

@@ -25,6 +25,7 @@ import io
 import os
 import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aws_encryption_sdk.exceptions import ActionNotAllowedError, MaxEncryptedDataKeysExceeded, SerializationError
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
@@ -98,7 +99,13 @@ def _new_message_id() -> bytes:
 
 
 def _frame_iv(sequence_number: int) -> bytes:
+    if sequence_number < len(_FIRST_FRAME_IVS):
+        return _FIRST_FRAME_IVS[sequence_number]
     return bytes(_IV_LENGTH - 4) + sequence_number.to_bytes(4, "big")
+
+
+# The IV of a frame is its sequence number (the SDK's frame_iv); the first ones, made once.
+_FIRST_FRAME_IVS = tuple(bytes(_IV_LENGTH - 4) + number.to_bytes(4, "big") for number in range(64))
 
 
 def _frame_aad(message_id: bytes, final: bool, sequence_number: int, length: int) -> bytes:
@@ -225,8 +232,7 @@ class _ObtainedMaterials(CryptoMaterialsManager):
         return self._inner.decrypt_materials(request)
 
 
-@dataclass(frozen=True)
-class _Header:
+class _Header(NamedTuple):
     message_id: bytes
     request: DecryptionMaterialsRequest
     commitment: bytes

@@ -21,6 +21,7 @@ import random
 import aws_encryption_sdk
 import pytest
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy, EncryptionKeyType, WrappingAlgorithm
+from aws_encryption_sdk.internal.crypto.data_keys import calculate_commitment_key, derive_data_encryption_key
 from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
 from aws_encryption_sdk.key_providers.raw import RawMasterKey
 from aws_encryption_sdk.exceptions import MasterKeyProviderError
@@ -381,3 +382,14 @@ def test_every_message_written_has_its_own_message_id():
     messages = [fast_write(b"same plaintext") for _ in range(500)]
 
     assert len({message[3:35] for message in messages}) == 500
+
+
+def test_without_hkdf_extract_the_keys_are_the_same(monkeypatch):
+    # cryptography releases without HKDF.extract derive each key with HKDF(...).derive.
+    data_key, message_id = random.Random(SEED).randbytes(32), random.Random(SEED + 1).randbytes(32)
+    with_extract = fastpath._keys(data_key, message_id)
+    monkeypatch.setattr(fastpath, "_EXTRACT", None)
+
+    assert fastpath._keys(data_key, message_id) == with_extract
+    assert with_extract[0] == derive_data_encryption_key(data_key, SUITE, message_id)
+    assert with_extract[1] == calculate_commitment_key(data_key, SUITE, message_id)

@@ -20,11 +20,11 @@ import random
 
 import aws_encryption_sdk
 import pytest
+from aws_encryption_sdk.exceptions import MasterKeyProviderError
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy, EncryptionKeyType, WrappingAlgorithm
 from aws_encryption_sdk.internal.crypto.data_keys import calculate_commitment_key, derive_data_encryption_key
 from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
 from aws_encryption_sdk.key_providers.raw import RawMasterKey
-from aws_encryption_sdk.exceptions import MasterKeyProviderError
 from aws_encryption_sdk.materials_managers import DecryptionMaterials, EncryptionMaterials
 from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
 from aws_encryption_sdk.materials_managers.default import DefaultCryptoMaterialsManager
@@ -177,6 +177,7 @@ def body_start(message: bytes) -> int:
 
 
 def mutations(message: bytes, rng: random.Random):
+    """Altered copies of ``message``, in a deterministic order for a given ``rng`` (see the module docstring)."""
     body = body_start(message)
     frames = _frames(message)
     frame_bytes = set()

@@ -2,7 +2,8 @@
 
     python -m benchmarks [--rows 10000] [--saves 1000] [--latencies 0,10] [--micro 3000]
 
-Contenders: a plain TextField; this app with data-key caching (the default); this app without caching
+Contenders: a plain TextField; this app with data-key caching (the default); the same with the fast
+path off (every message through the SDK's streams, as before issue 14); this app without caching
 (one KMS call per value, as the KMS-backed Django field packages do); django-fernet-encrypted-fields
 (a local key, no KMS). KMS is moto's server on 127.0.0.1 behind the test suite's loopback front, which
 adds the stated latency to every KMS request. The database is in-memory SQLite, so that the figures
@@ -64,7 +65,17 @@ def warm_up(model) -> None:
         clients.kms_client(conf.get_keyring(field.keyring), "eu-west-1")
 
 
-def run_scenarios(model, saves: int, rows: int, kms_calls: Counter) -> dict[str, float]:
+def run_scenarios(model, saves: int, rows: int, kms_calls: Counter, fast_path: bool = True) -> dict[str, float]:
+    from django_kms_fields import fastpath
+
+    fastpath.ENABLED = fast_path
+    try:
+        return _run_scenarios(model, saves, rows, kms_calls)
+    finally:
+        fastpath.ENABLED = True
+
+
+def _run_scenarios(model, saves: int, rows: int, kms_calls: Counter) -> dict[str, float]:
     from django.db import connection
 
     model.objects.all().delete()
@@ -96,7 +107,7 @@ def micro_benchmark(key_arn: str, endpoint: str, operations: int) -> dict[str, f
     from django.db import connection
 
     from benchmarks.benchapp.models import CachedRow
-    from django_kms_fields import conf, crypto
+    from django_kms_fields import conf, crypto, fastpath
 
     field = CachedRow._meta.get_field("value")
     keyring = conf.get_keyring("default")
@@ -120,11 +131,22 @@ def micro_benchmark(key_arn: str, endpoint: str, operations: int) -> dict[str, f
     app_message = bytes(field.get_db_prep_save(VALUE, connection))
     bare_no_context = sdk.encrypt(source=plaintext, materials_manager=bare_manager,
                                   algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY)[0]
+    def fast_path_off(run):
+        def without():
+            fastpath.ENABLED = False
+            try:
+                return run()
+            finally:
+                fastpath.ENABLED = True
+        return without
+
     runs = {
         "bare_encrypt": lambda: bare_encrypt(),
         "app_encrypt": lambda: field.get_db_prep_save(VALUE, connection),
+        "app_encrypt_off": fast_path_off(lambda: field.get_db_prep_save(VALUE, connection)),
         "bare_decrypt": lambda: sdk.decrypt(source=bare_message, materials_manager=bare_manager),
         "app_decrypt": lambda: field.from_db_value(app_message, None, connection),
+        "app_decrypt_off": fast_path_off(lambda: field.from_db_value(app_message, None, connection)),
     }
     best = {name: float("inf") for name in runs}
     for _ in range(5):  # interleaved rounds; the best round of each is the least disturbed one
@@ -162,14 +184,16 @@ def main() -> None:
     from django_kms_fields import conf
     from django_kms_fields.signals import kms_call
 
+    # name -> (model, fast path on)
     contenders = {
-        "plain TextField": PlainRow,
-        "kms-fields, cached": CachedRow,
-        "kms-fields, uncached": UncachedRow,
-        "fernet (local key)": FernetRow,
+        "plain TextField": (PlainRow, True),
+        "kms-fields, cached": (CachedRow, True),
+        "kms-fields, cached, fast path off": (CachedRow, False),
+        "kms-fields, uncached": (UncachedRow, True),
+        "fernet (local key)": (FernetRow, True),
     }
     with connection.schema_editor() as editor:
-        for model in contenders.values():
+        for model in {model for model, _fast in contenders.values()}:
             editor.create_model(model)
     kms_calls: Counter = Counter()
     kms_call.connect(lambda sender, operation, **kw: kms_calls.update([operation]), weak=False)
@@ -177,12 +201,12 @@ def main() -> None:
     results: dict[tuple[str, float], dict[str, float]] = {}
     for latency in latencies:
         front.set_fault(Fault(kind="pass", delay=latency / 1000))
-        for name, model in contenders.items():
-            if latency != latencies[0] and model in (PlainRow, FernetRow):
-                continue  # no KMS involved: measured once
+        for name, (model, fast_path) in contenders.items():
+            if latency != latencies[0] and (model in (PlainRow, FernetRow) or not fast_path):
+                continue  # no KMS involved, or no KMS difference to the fast path: measured once
             conf.reset()  # every contender starts with empty caches and fresh clients
             print(f"  running {name} at {latency:g} ms ...", file=sys.stderr, flush=True)
-            results[(name, latency)] = run_scenarios(model, args.saves, args.rows, kms_calls)
+            results[(name, latency)] = run_scenarios(model, args.saves, args.rows, kms_calls, fast_path)
     front.set_fault(Fault(kind="pass"))
     conf.reset()
     print("  running the per-value timing ...", file=sys.stderr, flush=True)
@@ -202,6 +226,8 @@ def print_report(args, latencies, results, micro) -> None:
     cached_slow = results[("kms-fields, cached", slow)]
     uncached_slow = results[("kms-fields, uncached", slow)]
     cached_fast = results[("kms-fields, cached", latencies[0])]
+    cached_off = results[("kms-fields, cached, fast path off", latencies[0])]
+    fernet = results[("fernet (local key)", latencies[0])]
 
     def row(label, value, target, ok):
         return f"| {label} | {value} | {target} | {'met' if ok else 'MISSED'} |"
@@ -211,7 +237,18 @@ def print_report(args, latencies, results, micro) -> None:
     dec_ratio = micro["app_decrypt"] / micro["bare_decrypt"]
     load_ratio = cached_fast["load_only"] / plain["load_only"]
     size_ratio = micro["app_bytes"] / micro["bare_bytes"]
-    print(f"## Ratios (targets from the performance issue), {slow:g} ms KMS latency where it matters\n")
+    print("## Per-value cost against the peers (issue 14), 0 ms KMS latency\n")
+    print("| measure | ratio | target | |\n| --- | --- | --- | --- |")
+    for key, label in (("load_read", f"load {args.rows} rows and read the field"), ("save", f"{args.saves} x save()"),
+                       ("bulk_create", f"bulk_create of {args.rows}")):
+        ratio = cached_fast[key] / fernet[key]
+        print(row(f"{label}, cached / fernet", f"{ratio:.2f}x", "<= 1.5x", ratio <= 1.5))
+    speedup = micro["bare_decrypt"] / micro["app_decrypt"]
+    print(row("decrypt one 32-byte value, bare SDK caching CMM / app", f"{speedup:.1f}x", ">= 5x", speedup >= 5))
+    for key, label in (("load_read", "load and read"), ("save", "save()"), ("bulk_create", "bulk_create")):
+        print(f"| {label}: fast path off / on (no target) | {cached_off[key] / cached_fast[key]:.1f}x | | |")
+
+    print(f"\n## Ratios (targets from the earlier performance issue), {slow:g} ms KMS latency where it matters\n")
     print("| measure | ratio | target | |\n| --- | --- | --- | --- |")
     print(row(f"{args.saves} saves, uncached / cached, at {slow:g} ms", f"{save_ratio:.1f}x", ">= 30x", save_ratio >= 30))
     print(row("encrypt one 32-byte value, app / bare SDK caching CMM", f"{enc_ratio:.2f}x", "<= 1.2x", enc_ratio <= 1.2))
@@ -220,10 +257,10 @@ def print_report(args, latencies, results, micro) -> None:
     print(row("stored bytes, app / bare SDK (same suite, key, context)", f"{size_ratio:.2f}x", "<= 1.1x", size_ratio <= 1.1))
 
     print(f"\n## Per value, 0 ms KMS latency, best of 5 rounds of {args.micro}\n")
-    print("| | bare SDK caching CMM | this app | ratio |\n| --- | --- | --- | --- |")
-    print(f"| encrypt | {micro['bare_encrypt']:.3f} ms | {micro['app_encrypt']:.3f} ms | {enc_ratio:.2f}x |")
-    print(f"| decrypt | {micro['bare_decrypt']:.3f} ms | {micro['app_decrypt']:.3f} ms | {dec_ratio:.2f}x |")
-    print(f"| message bytes | {micro['bare_bytes']} ({micro['bare_bytes_no_context']} without context) | {micro['app_bytes']} | {size_ratio:.2f}x |")
+    print("| | bare SDK caching CMM | this app | ratio | this app, fast path off |\n| --- | --- | --- | --- | --- |")
+    print(f"| encrypt | {micro['bare_encrypt']:.3f} ms | {micro['app_encrypt']:.3f} ms | {enc_ratio:.2f}x | {micro['app_encrypt_off']:.3f} ms |")
+    print(f"| decrypt | {micro['bare_decrypt']:.3f} ms | {micro['app_decrypt']:.3f} ms | {dec_ratio:.2f}x | {micro['app_decrypt_off']:.3f} ms |")
+    print(f"| message bytes | {micro['bare_bytes']} ({micro['bare_bytes_no_context']} without context) | {micro['app_bytes']} | {size_ratio:.2f}x | |")
 
     columns = [(name, latency) for (name, latency) in results]
     print("\n## Scenarios (seconds unless stated)\n")

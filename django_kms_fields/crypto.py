@@ -24,12 +24,12 @@ from aws_encryption_sdk.caches.local import LocalCryptoMaterialsCache
 from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
 from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
-from aws_encryption_sdk.materials_managers.caching import CachingCryptoMaterialsManager
 from aws_encryption_sdk.materials_managers.default import DefaultCryptoMaterialsManager
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from django.views.decorators.debug import sensitive_variables
 
-from . import conf
+from . import conf, fastpath
+from .caching import RememberingCachingMaterialsManager
 from .conf import FIELD_CONTEXT_KEY, RESERVED_CONTEXT_PREFIX, KeyringConfig
 from .exceptions import DecryptionError, KMSFieldsError
 from .headers import (
@@ -99,6 +99,10 @@ class _FieldBoundMaterialsManager(CryptoMaterialsManager):
 
     def decrypt_materials(self, request):  # type: ignore[no-untyped-def]
         context = request.encryption_context
+        if context == self._expected_context:
+            # The expected context has no reserved pair (the settings check refuses them), so neither
+            # has this one: both checks below would pass.
+            return self._inner.decrypt_materials(request)
         reserved = {key for key in context if key.startswith(RESERVED_CONTEXT_PREFIX)}
         allowed = {_SIGNING_KEY_CONTEXT_KEY} if request.algorithm.is_signing() else set()
         if reserved - allowed:
@@ -144,9 +148,15 @@ class _ThreadState(threading.local):
     def __init__(self) -> None:
         # alias -> (the keyring they were built from, SDK client, materials manager)
         self.sdk_objects: dict[str, tuple[KeyringConfig, aws_encryption_sdk.EncryptionSDKClient, CryptoMaterialsManager]] = {}
+        # (alias, field label) -> (the keyring, its materials manager, the field-bound manager over it)
+        self.bound_managers: dict[tuple[str, str], tuple[KeyringConfig, CryptoMaterialsManager, CryptoMaterialsManager]] = {}
 
 
 _thread_state = _ThreadState()
+
+
+def _max_encrypted_data_keys(keyring: KeyringConfig) -> int:
+    return len(keyring.readable_key_arns) + _SPARE_ENCRYPTED_DATA_KEYS
 
 
 def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionSDKClient, CryptoMaterialsManager]:
@@ -158,7 +168,7 @@ def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionS
     manager: CryptoMaterialsManager = DefaultCryptoMaterialsManager(master_key_provider=provider)
     cache_config = keyring.cache
     if cache_config is not None:
-        manager = CachingCryptoMaterialsManager(
+        manager = RememberingCachingMaterialsManager(
             backing_materials_manager=manager,
             cache=_caches.get(keyring, keyring.alias, lambda: LocalCryptoMaterialsCache(cache_config.capacity)),
             max_age=cache_config.max_age,
@@ -167,10 +177,22 @@ def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionS
         )
     sdk_client = aws_encryption_sdk.EncryptionSDKClient(
         commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
-        max_encrypted_data_keys=len(keyring.readable_key_arns) + _SPARE_ENCRYPTED_DATA_KEYS,
+        max_encrypted_data_keys=_max_encrypted_data_keys(keyring),
     )
     _thread_state.sdk_objects[keyring.alias] = (keyring, sdk_client, manager)
     return sdk_client, manager
+
+
+def _bound_manager(keyring: KeyringConfig, binding: FieldBinding, manager: CryptoMaterialsManager) -> CryptoMaterialsManager:
+    """This thread's field-bound materials manager over ``manager``, built once per field (it holds
+    nothing per value)."""
+    key = (keyring.alias, binding.label)
+    entry = _thread_state.bound_managers.get(key)
+    if entry is not None and entry[0] is keyring and entry[1] is manager:
+        return entry[2]
+    bound = _FieldBoundMaterialsManager(manager, encryption_context_for(keyring, binding))
+    _thread_state.bound_managers[key] = (keyring, manager, bound)
+    return bound
 
 
 # --- the public operations ----------------------------------------------------------------------------
@@ -211,6 +233,10 @@ _Failure = tuple[KMSFieldsError, "BaseException | None"]
 def _write_message(plaintext: bytes, keyring: KeyringConfig, binding: FieldBinding) -> bytes | _Failure:
     sdk_client, manager = _sdk_objects(keyring)
     try:
+        if fastpath.ENABLED and fastpath.handles_suite(keyring.algorithm):
+            return fastpath.write(
+                plaintext, manager, encryption_context_for(keyring, binding), _max_encrypted_data_keys(keyring)
+            )
         message, _header = sdk_client.encrypt(
             source=plaintext,
             materials_manager=manager,
@@ -226,13 +252,29 @@ def _write_message(plaintext: bytes, keyring: KeyringConfig, binding: FieldBindi
         return _forgetting_secrets(failure, None, err)
 
 
-@sensitive_variables("plaintext", "decryptor")
+@sensitive_variables("plaintext", "decryptor", "outcome", "bound")
 def _read_message(message: bytes, keyring: KeyringConfig, binding: FieldBinding) -> bytes | _Failure:
+    if len(message) > keyring.max_message_bytes:
+        return _shape_refusal(message, keyring), None
+    sdk_client, manager = _sdk_objects(keyring)
+    bound = _bound_manager(keyring, binding, manager)
+    # The fast path reads only framed 4096-byte messages of its suite, so for what it reads the shape
+    # refusal below has nothing to say, unless REQUIRE_ALGORITHM names another suite.
+    if fastpath.ENABLED and not (keyring.require_algorithm and not fastpath.handles_suite(keyring.algorithm)):
+        try:
+            outcome = fastpath.read(message, bound, _max_encrypted_data_keys(keyring))
+        except KMSFieldsError as err:
+            return _forgetting_secrets(err, err.__cause__)
+        except MALFORMED_MESSAGE_ERRORS as err:
+            return _malformed(err)
+        if isinstance(outcome, bytes):
+            return outcome
+        # Not of the shape the fast path reads, or failing one of its checks: the SDK decides, and
+        # reports in its own words (with the materials already obtained: no second KMS call).
+        bound = outcome.materials_manager
     refusal = _shape_refusal(message, keyring)
     if refusal is not None:
         return refusal, None
-    sdk_client, manager = _sdk_objects(keyring)
-    bound = _FieldBoundMaterialsManager(manager, encryption_context_for(keyring, binding))
     source = io.BytesIO(message)
     # Not a ``with`` block: on failure the SDK's __exit__ logs a second, misleading traceback
     # ("Footer not read") at ERROR level.
@@ -249,16 +291,20 @@ def _read_message(message: bytes, keyring: KeyringConfig, binding: FieldBinding)
     except KMSFieldsError as err:
         return _forgetting_secrets(err, err.__cause__)
     except MALFORMED_MESSAGE_ERRORS as err:
-        # The type is named, never the bytes; the SDK's exception is dropped, not chained: its frames
-        # hold the derived key and any plaintext of frames already authenticated.
-        name = type(err).__name__
-        failure = DecryptionError(f"the stored value is not a valid encrypted message for this field ({name}).", code=name)
-        return _forgetting_secrets(failure, None, err)
+        return _malformed(err)
     finally:
         if not decryptor.closed:
             # The SDK's close() raises "Footer not read" for a message that failed part-way; left to
             # the garbage collector, Python 3.13 reports that as an unraisable exception.
             io.IOBase.close(decryptor)
+
+
+def _malformed(err: BaseException) -> _Failure:
+    # The type is named, never the bytes; the SDK's exception is dropped, not chained: its frames
+    # hold the derived key and any plaintext of frames already authenticated.
+    name = type(err).__name__
+    failure = DecryptionError(f"the stored value is not a valid encrypted message for this field ({name}).", code=name)
+    return _forgetting_secrets(failure, None, err)
 
 
 def _shape_refusal(message: bytes, keyring: KeyringConfig) -> DecryptionError | None:

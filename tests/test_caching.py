@@ -1,5 +1,6 @@
 """Data-key caching: KMS calls per N values, per field, per period, across threads and outages."""
 
+import io
 import math
 import threading
 import time
@@ -7,8 +8,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from aws_encryption_sdk.caches import build_decryption_materials_cache_key, build_encryption_materials_cache_key
+from aws_encryption_sdk.internal.formatting.deserialize import deserialize_header
+from aws_encryption_sdk.materials_managers import DecryptionMaterialsRequest, EncryptionMaterialsRequest
 from django.db import connections
 
+from django_kms_fields import conf, crypto, fastpath
 from django_kms_fields.exceptions import KMSUnavailableError
 from tests.helpers import keyring, regions_of, stored
 from tests.kms import Fault
@@ -34,8 +39,15 @@ def use_cache(settings, endpoint, keys, **cache):
     }
 
 
+@pytest.fixture(params=["fast path", "SDK streams"])
+def message_path(request, monkeypatch):
+    """Runs a test with the fast path on and off: the cache must count the same either way."""
+    monkeypatch.setattr(fastpath, "ENABLED", request.param == "fast path")
+    return request.param
+
+
 @pytest.mark.parametrize(("saves", "max_messages"), [(25, 10), (30, 10), (7, 1000), (5, 1)])
-def test_n_saves_make_one_data_key_per_max_messages(settings, local_kms, keys, kms_calls, saves, max_messages):
+def test_n_saves_make_one_data_key_per_max_messages(settings, local_kms, keys, kms_calls, saves, max_messages, message_path):
     use_cache(settings, local_kms.endpoint, keys, MAX_MESSAGES=max_messages)
 
     patients = [Patient.objects.create(ssn=f"v{i}") for i in range(saves)]
@@ -46,7 +58,7 @@ def test_n_saves_make_one_data_key_per_max_messages(settings, local_kms, keys, k
     assert len({wrapped_data_keys(stored(Patient, p.pk, "ssn")) for p in patients}) == expected
 
 
-def test_reading_rows_makes_one_decrypt_call_per_distinct_data_key(settings, local_kms, keys, kms_calls):
+def test_reading_rows_makes_one_decrypt_call_per_distinct_data_key(settings, local_kms, keys, kms_calls, message_path):
     use_cache(settings, local_kms.endpoint, keys, MAX_MESSAGES=10)
     for i in range(25):
         Patient.objects.create(ssn=f"v{i}")
@@ -67,7 +79,7 @@ def test_the_cache_is_per_field_because_the_context_is(settings, local_kms, keys
     assert calls(kms_calls, "GenerateDataKey") == 3
 
 
-def test_a_data_key_is_not_used_past_max_age(settings, local_kms, keys, kms_calls):
+def test_a_data_key_is_not_used_past_max_age(settings, local_kms, keys, kms_calls, message_path):
     use_cache(settings, local_kms.endpoint, keys, MAX_AGE=0.2)
     Patient.objects.create(ssn="a")
     Patient.objects.create(ssn="b")
@@ -90,7 +102,7 @@ def test_a_settings_change_empties_the_cache(settings, local_kms, keys, kms_call
     assert calls(kms_calls, "Decrypt") == 2
 
 
-def test_without_a_cache_every_value_calls_kms(settings, local_kms, keys, kms_calls):
+def test_without_a_cache_every_value_calls_kms(settings, local_kms, keys, kms_calls, message_path):
     settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": keyring([keys.first], local_kms.endpoint, CACHE=None)}
     for i in range(4):
         Patient.objects.create(ssn=f"v{i}")
@@ -147,3 +159,26 @@ def test_cached_work_goes_on_while_kms_is_down_and_the_breaker_is_open(settings,
     with pytest.raises(KMSUnavailableError, match="suspended"):
         Patient.objects.create(ssn="y", notes="again")
     assert Patient.objects.filter(ssn__isnull=False).count() == 4
+
+
+def test_the_remembered_cache_keys_are_the_ones_the_sdk_computes(settings, local_kms, keys):
+    use_cache(settings, local_kms.endpoint, keys)
+    patient = Patient.objects.create(ssn="a")
+    assert Patient.objects.get(pk=patient.pk).ssn == "a"
+    keyring = conf.get_keyring("default")
+    _sdk, manager = crypto._sdk_objects(keyring)
+    context = crypto.encryption_context_for(keyring, Patient._meta.get_field("ssn").field_binding())
+    message = stored(Patient, patient.pk, "ssn")
+    header, _raw = deserialize_header(io.BytesIO(message), 10)
+    encrypting = EncryptionMaterialsRequest(encryption_context=context, frame_length=4096, algorithm=fastpath.SUITE,
+                                            commitment_policy=fastpath.COMMITMENT_POLICY)
+    decrypting = DecryptionMaterialsRequest(encrypted_data_keys=header.encrypted_data_keys, algorithm=header.algorithm,
+                                            encryption_context=header.encryption_context,
+                                            commitment_policy=fastpath.COMMITMENT_POLICY)
+
+    assert list(manager._encryption_keys.values()) == [
+        build_encryption_materials_cache_key(partition=manager.partition_name, request=encrypting)
+    ]
+    assert list(manager._decryption_keys.values()) == [
+        build_decryption_materials_cache_key(partition=manager.partition_name, request=decrypting)
+    ]

@@ -11,6 +11,7 @@ import time
 import pytest
 from django.db import connection
 
+from django_kms_fields import fastpath
 from django_kms_fields.exceptions import DecryptionError, KMSRequestError
 from tests.helpers import keyring, message_secrets, regions_of, secrets_reachable_from, stored, write_raw
 from tests.testapp.models import Invoice, Patient
@@ -45,8 +46,18 @@ def hostile_values(message: bytes, others: dict[str, bytes], rng: random.Random)
         yield name, other
 
 
-def test_hostile_stored_values_raise_decryption_error_and_nothing_else(settings, local_kms, keys, kms_calls):
+def test_hostile_stored_values_raise_decryption_error_and_nothing_else(settings, local_kms, keys, kms_calls, monkeypatch):
     rng = random.Random(SEED)
+    # The fuzz goes through the fast path (django_kms_fields/fastpath.py), and through its checks.
+    fast_path_answers = []
+    real_read = fastpath.read
+
+    def recording_read(*args):
+        answer = real_read(*args)
+        fast_path_answers.append(answer)
+        return answer
+
+    monkeypatch.setattr(fastpath, "read", recording_read)
     field = Patient._meta.get_field("ssn")
     patient = Patient.objects.create(ssn=VALUE, notes=VALUE, xray=VALUE.encode())
     invoice = Invoice.objects.create(iban=VALUE)
@@ -65,6 +76,8 @@ def test_hostile_stored_values_raise_decryption_error_and_nothing_else(settings,
 
     secrets = message_secrets(message, local_kms, VALUE.encode())
     field.from_db_value(message, None, connection)  # the data key is cached from here on, as in production
+    assert fast_path_answers == [VALUE.encode()]
+    fast_path_answers.clear()
 
     outcomes: dict[str, int] = {}
     cases = 0
@@ -89,6 +102,10 @@ def test_hostile_stored_values_raise_decryption_error_and_nothing_else(settings,
         most_kms_calls = max(most_kms_calls, len(kms_calls))
 
     assert cases >= 2000
+    assert not any(isinstance(answer, bytes) for answer in fast_path_answers)
+    # Declined after the data key was obtained, that is by one of the fast path's own checks.
+    checked = sum(1 for answer in fast_path_answers if isinstance(answer, fastpath.Declined) and answer.materials_manager.__class__.__name__ == "_ObtainedMaterials")
+    assert checked >= 1000, checked
     # Against this KMS every case is caught before or by the data key's own authentication; a real
     # KMS may also refuse an altered wrapped key (KMSRequestError), which the loop above allows.
     assert outcomes == {"DecryptionError": cases}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from aws_encryption_sdk.streaming_client import StreamDecryptor
 
+from django_kms_fields import fastpath
 from django_kms_fields.exceptions import KMSRequestError
 from django_kms_fields.signals import kms_call
 from tests.helpers import REGION, keyring
@@ -65,14 +66,19 @@ def test_a_receiver_that_raises_changes_no_outcome_and_is_logged(caplog):
     assert all("219-09-9999" not in m for m in ours)
 
 
-def test_a_bug_inside_decryption_is_not_reported_as_a_tampered_value(monkeypatch):
+@pytest.mark.parametrize("where", ["fast path", "SDK"])
+def test_a_bug_inside_decryption_is_not_reported_as_a_tampered_value(monkeypatch, where):
     patient = Patient.objects.create(ssn="s")
     loaded = Patient.objects.get(pk=patient.pk)
 
-    def bug(self, *args, **kwargs):
+    def bug(*args, **kwargs):
         raise ZeroDivisionError("a bug, or an SDK upgrade")
 
-    monkeypatch.setattr(StreamDecryptor, "read", bug)
+    if where == "fast path":
+        monkeypatch.setattr(fastpath, "_read_frames", bug)
+    else:
+        monkeypatch.setattr(fastpath, "ENABLED", False)
+        monkeypatch.setattr(StreamDecryptor, "read", bug)
     with pytest.raises(ZeroDivisionError):
         loaded.ssn
     monkeypatch.undo()

@@ -1,0 +1,120 @@
+"""The data-key cache's materials manager: the SDK's caching CMM, with its cache keys remembered.
+
+The SDK's ``CachingCryptoMaterialsManager`` hashes the partition, the encryption context and every
+wrapped data key with SHA-512 on every request to find the cache entry (about 18 µs per read and
+more per write on the benchmark machine: once the fast path was in place, the largest single cost
+of a value). The key is a pure function of those inputs, so this subclass remembers it per request
+content; everything else (the cache, its entries, ``MAX_AGE``, ``MAX_MESSAGES``, the byte limit, what
+is cached and what is not) is the SDK's logic, unchanged and in the same order. See docs/design.md,
+"The fast path".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_encryption_sdk.caches import (
+    CryptoMaterialsCacheEntryHints,
+    build_decryption_materials_cache_key,
+    build_encryption_materials_cache_key,
+)
+from aws_encryption_sdk.exceptions import CacheKeyError
+from aws_encryption_sdk.materials_managers import EncryptionMaterialsRequest
+from aws_encryption_sdk.materials_managers.caching import CachingCryptoMaterialsManager
+
+__all__ = ["RememberingCachingMaterialsManager"]
+
+# Cache keys remembered per manager (one manager per keyring and thread). Hostile stored values can
+# add entries; the memo is emptied when it reaches this size.
+_MEMO_SIZE = 512
+
+
+class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
+    """``CachingCryptoMaterialsManager`` whose cache keys are computed once per distinct request."""
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._encryption_keys: dict[Any, bytes] = {}
+        self._decryption_keys: dict[Any, bytes] = {}
+
+    def _remembered(self, memo: dict[Any, bytes], memo_key: Any, build: Any) -> bytes:
+        cache_key = memo.get(memo_key)
+        if cache_key is None:
+            cache_key = build()
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[memo_key] = cache_key
+        return cache_key
+
+    def get_encryption_materials(self, request):  # type: ignore[no-untyped-def]
+        # CachingCryptoMaterialsManager.get_encryption_materials (aws-encryption-sdk 4.0.x), with the
+        # cache key remembered and the inner request built only when the backing manager is asked.
+        if not self._should_cache_encryption_request(request):
+            return self.backing_materials_manager.get_encryption_materials(request)
+
+        def inner_request() -> EncryptionMaterialsRequest:
+            return EncryptionMaterialsRequest(
+                encryption_context=request.encryption_context,
+                frame_length=request.frame_length,
+                algorithm=request.algorithm,
+                commitment_policy=request.commitment_policy,
+            )
+
+        memo_key = (
+            request.algorithm,
+            request.frame_length,
+            request.commitment_policy,
+            tuple(sorted(request.encryption_context.items())),
+        )
+        cache_key = self._remembered(
+            self._encryption_keys,
+            memo_key,
+            lambda: build_encryption_materials_cache_key(partition=self.partition_name, request=inner_request()),
+        )
+        try:
+            cache_entry = self.cache.get_encryption_materials(cache_key=cache_key, plaintext_length=request.plaintext_length)
+        except CacheKeyError:
+            pass
+        else:
+            if self._cache_entry_has_exceeded_limits(cache_entry):
+                self.cache.remove(cache_entry)
+            else:
+                return cache_entry.value
+
+        new_result = self.backing_materials_manager.get_encryption_materials(inner_request())
+        if not new_result.algorithm.safe_to_cache() or request.plaintext_length >= self.max_bytes_encrypted:
+            return new_result
+        self.cache.put_encryption_materials(
+            cache_key=cache_key,
+            encryption_materials=new_result,
+            plaintext_length=request.plaintext_length,
+            entry_hints=CryptoMaterialsCacheEntryHints(lifetime=self.max_age),
+        )
+        return new_result
+
+    def decrypt_materials(self, request):  # type: ignore[no-untyped-def]
+        # CachingCryptoMaterialsManager.decrypt_materials (aws-encryption-sdk 4.0.x), with the cache key
+        # remembered.
+        memo_key = (
+            request.algorithm,
+            frozenset(request.encrypted_data_keys),
+            tuple(sorted(request.encryption_context.items())),
+        )
+        cache_key = self._remembered(
+            self._decryption_keys,
+            memo_key,
+            lambda: build_decryption_materials_cache_key(partition=self.partition_name, request=request),
+        )
+        try:
+            cache_entry = self.cache.get_decryption_materials(cache_key)
+        except CacheKeyError:
+            pass
+        else:
+            if self._cache_entry_is_too_old(cache_entry):
+                self.cache.remove(cache_entry)
+            else:
+                return cache_entry.value
+
+        new_result = self.backing_materials_manager.decrypt_materials(request)
+        self.cache.put_decryption_materials(cache_key=cache_key, decryption_materials=new_result)
+        return new_result

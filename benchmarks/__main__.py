@@ -1,6 +1,6 @@
 """Compare per-request and per-KMS-bill costs side by side, in one run, on one machine.
 
-    python -m benchmarks [--rows 10000] [--saves 1000] [--latencies 0,10] [--micro 3000]
+    python -m benchmarks [--rows 10000] [--saves 1000] [--latencies 0,10] [--micro 3000] [--search-rows 100000]
 
 Contenders: a plain TextField; this app with data-key caching (the default); the same with the fast
 path off (every message through the SDK's streams, as before issue 14); this app without caching
@@ -8,6 +8,7 @@ path off (every message through the SDK's streams, as before issue 14); this app
 (a local key, no KMS). KMS is moto's server on 127.0.0.1 behind the test suite's loopback front, which
 adds the stated latency to every KMS request. The database is in-memory SQLite, so that the figures
 show what the fields cost rather than the disk's fsync; ``--database PATH`` uses a SQLite file instead.
+Last, equality search through a blind index against an indexed plaintext column (``benchmarks.search``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latencies", default="0,10", help="KMS latencies to inject, in ms")
     parser.add_argument("--micro", type=int, default=3_000, help="operations per round of the per-value timing")
     parser.add_argument("--database", default=":memory:", help="SQLite database file (default: in memory)")
+    parser.add_argument("--search-rows", type=int, default=100_000, help="rows of the equality-search tables (0: skip)")
     return parser.parse_args()
 
 
@@ -174,6 +176,7 @@ def main() -> None:
         BENCH_DATABASE=args.database,
         BENCH_KMS_ENDPOINT=front.endpoint,
         BENCH_KEY_ARN=key_arn,
+        BENCH_INDEX_KEY_ARN=local_kms.create_hmac_key("eu-west-1", "benchmark blind index"),
     )
     import django
 
@@ -211,10 +214,18 @@ def main() -> None:
     conf.reset()
     print("  running the per-value timing ...", file=sys.stderr, flush=True)
     micro = micro_benchmark(key_arn, front.endpoint, args.micro)
+    search_results = None
+    if args.search_rows:
+        from benchmarks import search
+
+        conf.reset()
+        search_results = search.run(args.search_rows)
     front.stop()
     local_kms.stop()
 
     print_report(args, latencies, results, micro)
+    if search_results is not None:
+        print("\n".join(search.report(search_results)))
 
 
 def print_report(args, latencies, results, micro) -> None:

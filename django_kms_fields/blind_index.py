@@ -64,8 +64,7 @@ class FieldIndexKey:
         # Length-prefixed, so that no two different values (or a value and a future compound of several)
         # can ever be encoded to the same bytes.
         mac = self._keyed.copy()
-        mac.update(len(plaintext).to_bytes(8, "big"))
-        mac.update(plaintext)
+        mac.update(len(plaintext).to_bytes(8, "big") + plaintext)
         return self.tag + mac.hexdigest()
 
     def __repr__(self) -> str:
@@ -102,6 +101,10 @@ class _RootCache:
                 self._roots[slot] = entry
             return entry
 
+    def field_key_and_expiry(self, keyring: KeyringConfig, key_arn: str, label: str, normalizer: str) -> tuple[float, FieldIndexKey]:
+        self.field_key(keyring, key_arn, label, normalizer)
+        return self._field_keys[(keyring.alias, key_arn, label, normalizer)]
+
     def field_key(self, keyring: KeyringConfig, key_arn: str, label: str, normalizer: str) -> FieldIndexKey:
         """The field's key, derived once per root: the per-value cost is one HMAC."""
         slot = (keyring.alias, key_arn, label, normalizer)
@@ -125,11 +128,16 @@ class _RootCache:
             return None
 
     def clear(self) -> None:
+        global generation
+        generation += 1
         with self._lock:
             self._roots.clear()
             self._field_keys.clear()
             self._fetching.clear()
 
+
+# Bumped whenever the roots are dropped, so that memos of field keys (fields.py) are dropped with them.
+generation = 0
 
 _roots = _RootCache()
 conf.on_settings_reset(_roots.clear)
@@ -184,6 +192,17 @@ def current_index_key(keyring: KeyringConfig, label: str, normalizer: str = "") 
     if keyring.index_key_arn is None:
         return index_keys(keyring, label, normalizer)[0]  # raises the configuration error
     return _roots.field_key(keyring, keyring.index_key_arn, label, normalizer)
+
+
+def current_index_key_and_expiry(keyring: KeyringConfig, label: str, normalizer: str = "") -> tuple[float, FieldIndexKey]:
+    """The current field key, and the ``clock()`` time after which it must be asked for again."""
+    if keyring.index_key_arn is None:
+        index_keys(keyring, label, normalizer)  # raises the configuration error
+    return _roots.field_key_and_expiry(keyring, keyring.index_key_arn, label, normalizer)  # type: ignore[arg-type]
+
+
+def clock() -> float:
+    return _clock()
 
 
 def index_for(keyring: KeyringConfig, label: str, plaintext: bytes, normalizer: str = "") -> str:

@@ -223,16 +223,31 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             value = value.decrypt(pk=pk)
         if self.search_normalizer is not None:
             value = self.search_normalizer(value)
+        if type(value) is str and isinstance(self, TextEncoding):
+            return self.to_plaintext_bytes(value)  # what get_prep_value would give back for text
         return self.to_plaintext_bytes(self.get_prep_value(value))
 
-    @sensitive_variables("value")
     def blind_index(self, value: Any, pk: object = None) -> str | None:
         """The index written for ``value`` (under the current index key, or the one loaded with it)."""
         if isinstance(value, PendingDecryption) and value.field is self and value.loaded_index is not None:
             return value.loaded_index
+        return self._current_index_key().index(self.search_plaintext(value, pk))
+
+    def _current_index_key(self) -> blind_index.FieldIndexKey:
+        # Memoised per field (this is paid per value saved), and checked against everything the key
+        # depends on: the keyring object (new on every settings change), the roots' generation, the
+        # model (fields are copied to subclasses of abstract models) and the root's expiry.
         keyring = conf.get_keyring(self.keyring)
-        key = blind_index.current_index_key(keyring, self._binding_label(), self._normalizer_name())
-        return key.index(self.search_plaintext(value, pk))
+        memo = self.__dict__.get("_index_key_memo")
+        if (
+            memo is not None and memo[0] is keyring and memo[1] == blind_index.generation
+            and memo[2] is self.model and blind_index.clock() < memo[3]
+        ):
+            return memo[4]
+        generation = blind_index.generation
+        expires, key = blind_index.current_index_key_and_expiry(keyring, self._binding_label(), self._normalizer_name())
+        self.__dict__["_index_key_memo"] = (keyring, generation, self.model, expires, key)
+        return key
 
     @sensitive_variables("values", "plaintexts")
     def blind_indexes_matching(self, values: Iterable[Any]) -> list[str]:

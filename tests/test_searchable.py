@@ -19,7 +19,7 @@ from django_kms_fields.exceptions import EncryptedLookupError, EncryptedQueryErr
 from django_kms_fields.rewrite import copy_plaintext_column, reencrypt_column, reindex_column
 from django_kms_fields.searchable import IncompleteIndexError, forget_completeness
 from tests.kms import Fault
-from tests.testapp.models import Member, Patient
+from tests.testapp.models import Member
 
 from .helpers import keyring, stored
 
@@ -384,9 +384,6 @@ def test_a_row_changed_during_reindex_is_left_alone():
     ann, _, _ = members()
     unindex(ann)
     field = Member._meta.get_field("email")
-
-    def change_it(progress):
-        pass
 
     from django_kms_fields import batches
 

@@ -35,7 +35,7 @@ from . import clients, conf
 from .conf import KeyringConfig
 from .exceptions import KMSFieldsConfigurationError, KMSRequestError
 
-__all__ = ["FieldIndexKey", "index_keys", "current_index_key", "index_for", "INDEX_LENGTH", "ROOT_MESSAGE"]
+__all__ = ["FieldIndexKey", "index_keys", "current_index_key_and_expiry", "INDEX_LENGTH", "ROOT_MESSAGE"]
 
 # The message whose MAC is the root. Versioned: another derivation would use another message.
 ROOT_MESSAGE = b"django-kms-fields blind index root v1"
@@ -101,21 +101,17 @@ class _RootCache:
                 self._roots[slot] = entry
             return entry
 
-    def field_key_and_expiry(self, keyring: KeyringConfig, key_arn: str, label: str, normalizer: str) -> tuple[float, FieldIndexKey]:
-        self.field_key(keyring, key_arn, label, normalizer)
-        return self._field_keys[(keyring.alias, key_arn, label, normalizer)]
-
-    def field_key(self, keyring: KeyringConfig, key_arn: str, label: str, normalizer: str) -> FieldIndexKey:
-        """The field's key, derived once per root: the per-value cost is one HMAC."""
+    def field_key(self, keyring: KeyringConfig, key_arn: str, label: str, normalizer: str) -> tuple[float, FieldIndexKey]:
+        """The field's key, derived once per root (the per-value cost is one HMAC), and when it expires."""
         slot = (keyring.alias, key_arn, label, normalizer)
         entry = self._field_keys.get(slot)  # a dict read is atomic; writes take the lock
         if entry is not None and _clock() < entry[0]:
-            return entry[1]
+            return entry
         expires, root = self.root(keyring, key_arn)
-        key = _derive_field_key(root, key_arn, label, normalizer)
+        entry = (expires, _derive_field_key(root, key_arn, label, normalizer))
         with self._lock:
-            self._field_keys[slot] = (expires, key)
-        return key
+            self._field_keys[slot] = entry
+        return entry
 
     def _fresh(self, slot: tuple[str, str]) -> tuple[float, bytes] | None:
         with self._lock:
@@ -185,29 +181,18 @@ def index_keys(keyring: KeyringConfig, label: str, normalizer: str = "") -> list
             code="NoIndexKey",
         )
     arns = (keyring.index_key_arn, *keyring.previous_index_key_arns)
-    return [_roots.field_key(keyring, arn, label, normalizer) for arn in arns]
-
-
-def current_index_key(keyring: KeyringConfig, label: str, normalizer: str = "") -> FieldIndexKey:
-    if keyring.index_key_arn is None:
-        return index_keys(keyring, label, normalizer)[0]  # raises the configuration error
-    return _roots.field_key(keyring, keyring.index_key_arn, label, normalizer)
+    return [_roots.field_key(keyring, arn, label, normalizer)[1] for arn in arns]
 
 
 def current_index_key_and_expiry(keyring: KeyringConfig, label: str, normalizer: str = "") -> tuple[float, FieldIndexKey]:
     """The current field key, and the ``clock()`` time after which it must be asked for again."""
     if keyring.index_key_arn is None:
         index_keys(keyring, label, normalizer)  # raises the configuration error
-    return _roots.field_key_and_expiry(keyring, keyring.index_key_arn, label, normalizer)  # type: ignore[arg-type]
+    return _roots.field_key(keyring, keyring.index_key_arn, label, normalizer)  # type: ignore[arg-type]
 
 
 def clock() -> float:
     return _clock()
-
-
-def index_for(keyring: KeyringConfig, label: str, plaintext: bytes, normalizer: str = "") -> str:
-    """The index written for ``plaintext`` (already normalised and encoded) in the field ``label``."""
-    return current_index_key(keyring, label, normalizer).index(plaintext)
 
 
 def indexes_matching(keys: Iterable[FieldIndexKey], plaintexts: Iterable[bytes]) -> list[str]:

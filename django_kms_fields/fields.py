@@ -207,14 +207,10 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         """The field options that change ``to_plaintext_bytes`` for one value; none for text and bytes."""
         return ""
 
-    def _binding_label(self) -> str:
-        # field_binding().label, without building a FieldBinding: this is paid per value indexed.
-        return self.binding or f"{self.model._meta.label_lower}.{self.name}"
-
     def blind_index_keys(self) -> list[blind_index.FieldIndexKey]:
         """The keys lookups match: the current index key first, then the previous ones."""
         keyring = conf.get_keyring(self.keyring)
-        return blind_index.index_keys(keyring, self._binding_label(), self._normalizer_name())
+        return blind_index.index_keys(keyring, self.field_binding().label, self._normalizer_name())
 
     @sensitive_variables("value")
     def search_plaintext(self, value: Any, pk: object = None) -> bytes:
@@ -245,7 +241,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         ):
             return memo[4]
         generation = blind_index.generation
-        expires, key = blind_index.current_index_key_and_expiry(keyring, self._binding_label(), self._normalizer_name())
+        expires, key = blind_index.current_index_key_and_expiry(keyring, self.field_binding().label, self._normalizer_name())
         self.__dict__["_index_key_memo"] = (keyring, generation, self.model, expires, key)
         return key
 

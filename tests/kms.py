@@ -64,6 +64,46 @@ class Fault:
     delay: float = 0.0
     times: int | None = None  # only the first N matching requests; all when None
     after: int = 0  # let this many matching requests through untouched first
+    gate: Gate | None = None  # hold each matching request until the test lets it through
+
+
+class Gate:
+    """Holds requests until the test lets them through one at a time, or ``timeout`` seconds pass.
+
+    A test that must show something kept running while KMS sat on a request lets the requests through
+    from that something: the proof is then a count (let through versus timed out), which a busy
+    machine cannot fake or break, instead of a wall-clock gap.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.let_through = 0
+        self.timed_out = 0
+        self._held = 0
+        self._passes = 0
+        self._condition = threading.Condition()
+
+    def hold(self) -> None:
+        with self._condition:
+            self._held += 1
+            opened = self._condition.wait_for(lambda: self._passes > 0, self.timeout)
+            self._held -= 1
+            if opened:
+                self._passes -= 1
+                self.let_through += 1
+            else:
+                self.timed_out += 1
+
+    @property
+    def waiting(self) -> int:
+        """Requests held and not yet let through."""
+        with self._condition:
+            return self._held - self._passes
+
+    def let_one_through(self) -> None:
+        with self._condition:
+            self._passes += 1
+            self._condition.notify()
 
 
 @dataclass
@@ -120,6 +160,8 @@ class KMSFront:
                         front._faults_left -= 1
                 if fault.delay:
                     front._stopping.wait(fault.delay)
+                if fault.gate is not None:
+                    fault.gate.hold()
                 if fault.kind == "hang":
                     front._stopping.wait(front.hold_seconds)
                     self.close_connection = True

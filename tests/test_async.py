@@ -4,13 +4,12 @@ sync read of a still-encrypted value on the loop raises ``SynchronousOnlyOperati
 Each scenario is a coroutine run with ``async_to_sync``, as Django's own test case runs async tests:
 the event loop runs in a thread of its own, and the sync halves of the async ORM (``sync_to_async``,
 thread-sensitive) run in the test's thread, on its database connection and in its transaction. KMS
-sits behind the loopback front with Decrypt answered ``SLOW_DECRYPT`` seconds late, while a heartbeat
-task on the loop records how long the loop went without running.
+sits behind the loopback front, which holds each Decrypt until a heartbeat task on the loop has ticked
+a few times: a decryption that blocked the loop would never be answered from it.
 """
 
 import asyncio
 import contextlib
-import time
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -23,38 +22,43 @@ from django_kms_fields import adecrypt
 from django_kms_fields.exceptions import DecryptionError
 from django_kms_fields.fields import PendingDecryption
 from tests.helpers import keyring, secrets_reachable_from, stored, write_raw
-from tests.kms import Fault
+from tests.kms import Fault, Gate
 from tests.testapp import views
 from tests.testapp.models import Patient
 
 pytestmark = pytest.mark.django_db
 
-SLOW_DECRYPT = 1.2  # seconds the local KMS takes to answer each Decrypt
 TICK = 0.01  # the heartbeat's period
-# The loop may go this long without running and still count as never stalled: far above a tick on a
-# busy machine (0.31 s was seen with the suite running three times in parallel on two cores), below
-# one slow Decrypt, which a decryption on the loop would stall it for at least.
-STALL = SLOW_DECRYPT * 0.8
+# KMS sits on each Decrypt until the heartbeat has run this many times since the request arrived, so a
+# decryption on the loop (which would block it on the socket) never gets its answer from the loop.
+TICKS_PER_ANSWER = 5
+# A Decrypt the heartbeat never lets through is answered after this long, so a broken test ends with
+# a clear count instead of a read timeout; below READ_TIMEOUT.
+GATE_TIMEOUT = 4
 
 SSN = "078-05-1120"
 
 
 @pytest.fixture
-def slow_kms(settings, keys, front):
-    """Both keyrings through the front, Decrypt answered late, no data-key caching: a KMS call per value."""
+def held_kms(settings, keys, front):
+    """Both keyrings through the front, each Decrypt held at a gate, no data-key caching: a KMS call per value."""
     settings.KMS_FIELDS = {
-        "default": keyring([keys.first], front.endpoint, CACHE=None),
-        "archive": keyring([keys.archive], front.endpoint, CACHE=None, ENCRYPTION_CONTEXT={"purpose": "archive"}),
+        "default": keyring([keys.first], front.endpoint, CACHE=None, READ_TIMEOUT=10),
+        "archive": keyring(
+            [keys.archive], front.endpoint, CACHE=None, READ_TIMEOUT=10, ENCRYPTION_CONTEXT={"purpose": "archive"}
+        ),
     }
-    front.set_fault(Fault(kind="pass", delay=SLOW_DECRYPT, operations=("Decrypt",)))
-    return front
+    gate = Gate(timeout=GATE_TIMEOUT)
+    front.set_fault(Fault(kind="pass", operations=("Decrypt",), gate=gate))
+    return gate
 
 
 class Heartbeat:
-    """Ticks on the event loop every TICK seconds while open; ``largest_gap`` is its longest silence."""
+    """A task on the event loop that ticks every TICK seconds while open, and lets each Decrypt held at
+    the gate through once it has ticked TICKS_PER_ANSWER times while the request waited."""
 
-    def __init__(self) -> None:
-        self.ticks: list[float] = []
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
 
     async def __aenter__(self) -> "Heartbeat":
         self._task = asyncio.create_task(self._beat())
@@ -62,23 +66,19 @@ class Heartbeat:
         return self
 
     async def _beat(self) -> None:
+        ticks_while_waiting = 0
         while True:
-            self.ticks.append(time.monotonic())
+            if self.gate.waiting:
+                ticks_while_waiting += 1
+                if ticks_while_waiting == TICKS_PER_ANSWER:
+                    self.gate.let_one_through()
+                    ticks_while_waiting = 0
             await asyncio.sleep(TICK)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.ticks.append(time.monotonic())  # a stall just before the end counts too
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-
-    @property
-    def largest_gap(self) -> float:
-        return max(later - earlier for earlier, later in zip(self.ticks, self.ticks[1:]))
-
-    @property
-    def watched(self) -> float:
-        return self.ticks[-1] - self.ticks[0]
 
 
 def run(coroutine_function):
@@ -89,35 +89,34 @@ def decrypts(kms_calls):
     return [call for call in kms_calls if call["operation"] == "Decrypt"]
 
 
-def assert_loop_never_stalled(heartbeat, slow_answers):
-    # The KMS answers really were slow while the loop was watched, and the loop ran all along.
-    assert heartbeat.watched >= slow_answers * SLOW_DECRYPT
-    assert heartbeat.largest_gap < STALL, f"the event loop stalled for {heartbeat.largest_gap:.3f} s"
+def assert_loop_kept_running(gate, answers):
+    # Every Decrypt was answered because the loop ticked while KMS sat on it; none waited out the gate.
+    assert (gate.let_through, gate.timed_out) == (answers, 0), "the event loop stopped while KMS was being asked"
 
 
 # --- the event loop keeps running -------------------------------------------------------------------
 
 
-def test_adecrypt_decrypts_an_instance_from_aget_in_a_worker_thread_while_the_loop_keeps_ticking(slow_kms, kms_calls):
+def test_adecrypt_decrypts_an_instance_from_aget_in_a_worker_thread_while_the_loop_keeps_ticking(held_kms, kms_calls):
     patient = Patient.objects.create(name="a", ssn=SSN, notes="allergic to penicillin", xray=b"\x89PNG")
     kms_calls.clear()
 
     async def scenario():
         loaded = await Patient.objects.aget(pk=patient.pk)
         assert all(isinstance(loaded.__dict__[name], PendingDecryption) for name in ("ssn", "notes", "xray"))
-        async with Heartbeat() as heartbeat:
+        async with Heartbeat(held_kms):
             await adecrypt(loaded)
         # Read on the loop, now without KMS.
-        return heartbeat, (loaded.ssn, loaded.notes, loaded.xray)
+        return loaded.ssn, loaded.notes, loaded.xray
 
-    heartbeat, values = run(scenario)
+    values = run(scenario)
 
     assert values == (SSN, "allergic to penicillin", b"\x89PNG")
     assert len(decrypts(kms_calls)) == 3
-    assert_loop_never_stalled(heartbeat, slow_answers=3)
+    assert_loop_kept_running(held_kms, answers=3)
 
 
-def test_async_for_then_adecrypt_of_one_field_decrypts_only_that_field(slow_kms, kms_calls):
+def test_async_for_then_adecrypt_of_one_field_decrypts_only_that_field(held_kms, kms_calls):
     for i in range(2):
         Patient.objects.create(name=f"p{i}", ssn=f"ssn-{i}", notes=f"note-{i}")
     kms_calls.clear()
@@ -125,40 +124,40 @@ def test_async_for_then_adecrypt_of_one_field_decrypts_only_that_field(slow_kms,
     async def scenario():
         patients = [patient async for patient in Patient.objects.order_by("name")]
         assert decrypts(kms_calls) == []  # loading stays lazy
-        async with Heartbeat() as heartbeat:
+        async with Heartbeat(held_kms):
             await adecrypt(patients, "ssn")
-        return heartbeat, [patient.ssn for patient in patients], patients
+        return [patient.ssn for patient in patients], patients
 
-    heartbeat, ssns, patients = run(scenario)
+    ssns, patients = run(scenario)
 
     assert ssns == ["ssn-0", "ssn-1"]
     assert len(decrypts(kms_calls)) == 2
     assert all(isinstance(patient.__dict__["notes"], PendingDecryption) for patient in patients)
-    assert_loop_never_stalled(heartbeat, slow_answers=2)
+    assert_loop_kept_running(held_kms, answers=2)
 
 
-def test_values_list_and_reads_inside_sync_to_async_decrypt_in_the_worker_thread(slow_kms, kms_calls):
+def test_values_list_and_reads_inside_sync_to_async_decrypt_in_the_worker_thread(held_kms, kms_calls):
     patient = Patient.objects.create(name="a", ssn=SSN)
     kms_calls.clear()
 
     async def scenario():
-        async with Heartbeat() as heartbeat:
+        async with Heartbeat(held_kms):
             listed = [ssn async for ssn in Patient.objects.values_list("ssn", flat=True)]
             loaded = await Patient.objects.aget(pk=patient.pk)
             read_in_worker = await sync_to_async(lambda: loaded.ssn)()  # sync code, lazy as ever
-        return heartbeat, listed, read_in_worker
+        return listed, read_in_worker
 
-    heartbeat, listed, read_in_worker = run(scenario)
+    listed, read_in_worker = run(scenario)
 
     assert (listed, read_in_worker) == ([SSN], SSN)
     assert len(decrypts(kms_calls)) == 2
-    assert_loop_never_stalled(heartbeat, slow_answers=2)
+    assert_loop_kept_running(held_kms, answers=2)
 
 
 # --- a sync read on the loop is refused -------------------------------------------------------------
 
 
-def test_reading_a_pending_value_on_the_event_loop_raises_without_calling_kms(slow_kms, kms_calls, monkeypatch):
+def test_reading_a_pending_value_on_the_event_loop_raises_without_calling_kms(held_kms, kms_calls, monkeypatch):
     monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE", raising=False)
     patient = Patient.objects.create(ssn=SSN)
     kms_calls.clear()
@@ -251,21 +250,23 @@ def test_aupdate_still_encrypts():
 # --- adecrypt's contract ----------------------------------------------------------------------------
 
 
-def test_adecrypt_leaves_alone_a_value_the_app_assigned_while_it_ran(slow_kms):
+def test_adecrypt_leaves_alone_a_value_the_app_assigned_while_it_ran(held_kms):
     patient = Patient.objects.create(ssn=SSN)
 
     async def scenario():
         loaded = await Patient.objects.aget(pk=patient.pk)
-        decrypting = asyncio.create_task(adecrypt(loaded))
-        for _ in range(int(5 / TICK)):  # until KMS has the Decrypt request and sits on it
-            if slow_kms.stats.requests["Decrypt"]:
+        decrypting = asyncio.create_task(adecrypt(loaded, "ssn"))
+        for _ in range(int(GATE_TIMEOUT / TICK)):  # until KMS has the Decrypt request and sits on it
+            if held_kms.waiting:
                 break
             await asyncio.sleep(TICK)
         loaded.ssn = "assigned meanwhile"
+        held_kms.let_one_through()
         await decrypting
         return loaded.ssn
 
     assert run(scenario) == "assigned meanwhile"
+    assert (held_kms.let_through, held_kms.timed_out) == (1, 0)
 
 
 def test_a_failed_adecrypt_keeps_the_values_before_it_and_its_error_holds_no_plaintext(kms_calls):

@@ -73,7 +73,7 @@ def test_permanent_refusals_are_sent_exactly_once(settings, keys, front, code, o
 
 
 def test_latency_within_the_read_timeout_is_only_slower(settings, keys, front, kms_calls):
-    route_default_through(settings, keys, front, READ_TIMEOUT=2)
+    route_default_through(settings, keys, front, READ_TIMEOUT=5)
     front.set_fault(Fault(kind="pass", delay=0.2))
 
     patient = Patient.objects.create(ssn="slow")

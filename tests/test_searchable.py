@@ -170,7 +170,7 @@ def test_a_previous_key_costs_one_more_call_and_no_more(settings, keys, kms_call
 def test_kms_down_with_the_root_cached_keeps_lookups_working_and_without_it_fails_fast(settings, keys, front):
     settings.KMS_FIELDS = {
         **settings.KMS_FIELDS,
-        "default": keyring([keys.first], front.endpoint, INDEX_KEY_ARN=keys.index, CONNECT_TIMEOUT=1, READ_TIMEOUT=1, MAX_ATTEMPTS=1),
+        "default": keyring([keys.first], front.endpoint, INDEX_KEY_ARN=keys.index, MAX_ATTEMPTS=1),
     }
     ann = Member.objects.create(email="ann@example.org")
     front.set_fault(Fault(kind="reset"))

@@ -196,7 +196,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
 
     # -- blind index ------------------------------------------------------------------------------
 
-    def _normalizer_name(self) -> str:
+    def _index_variant(self) -> str:
         # What the index's tag names besides the key: the normaliser and the options that change the
         # bytes a value is encoded as, so that changing either shows rows as not indexed (until
         # kms_fields_reindex) instead of letting lookups miss them.
@@ -210,7 +210,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
     def blind_index_keys(self) -> list[blind_index.FieldIndexKey]:
         """The keys lookups match: the current index key first, then the previous ones."""
         keyring = conf.get_keyring(self.keyring)
-        return blind_index.index_keys(keyring, self.field_binding().label, self._normalizer_name())
+        return blind_index.index_keys(keyring, self.field_binding().label, self._index_variant())
 
     @sensitive_variables("value")
     def search_plaintext(self, value: Any, pk: object = None) -> bytes:
@@ -227,9 +227,10 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         """The index written for ``value`` (under the current index key, or the one loaded with it)."""
         if isinstance(value, PendingDecryption) and value.field is self and value.loaded_index is not None:
             return value.loaded_index
-        return self._current_index_key().index(self.search_plaintext(value, pk))
+        return self.current_index_key().index(self.search_plaintext(value, pk))
 
-    def _current_index_key(self) -> blind_index.FieldIndexKey:
+    def current_index_key(self) -> blind_index.FieldIndexKey:
+        """The key new indexes are written under (the first of ``blind_index_keys()``)."""
         # Memoised per field (this is paid per value saved), and checked against everything the key
         # depends on: the keyring object (new on every settings change), the roots' generation, the
         # model (fields are copied to subclasses of abstract models) and the root's expiry.
@@ -241,15 +242,18 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         ):
             return memo[4]
         generation = blind_index.generation
-        expires, key = blind_index.current_index_key_and_expiry(keyring, self.field_binding().label, self._normalizer_name())
+        expires, key = blind_index.current_index_key_and_expiry(keyring, self.field_binding().label, self._index_variant())
         self.__dict__["_index_key_memo"] = (keyring, generation, self.model, expires, key)
         return key
 
     @sensitive_variables("values", "plaintexts")
-    def blind_indexes_matching(self, values: Iterable[Any]) -> list[str]:
-        """Every index a lookup for ``values`` matches: each value under each index key."""
+    def blind_indexes_matching(
+        self, values: Iterable[Any], keys: list[blind_index.FieldIndexKey] | None = None
+    ) -> list[str]:
+        """Every index a lookup for ``values`` matches: each value under each index key (``keys``, or
+        ``blind_index_keys()`` when not given)."""
         plaintexts = [self.search_plaintext(value) for value in values]
-        return blind_index.indexes_matching(self.blind_index_keys(), plaintexts)
+        return blind_index.indexes_matching(self.blind_index_keys() if keys is None else keys, plaintexts)
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
         # Not getattr(): a value that was loaded and never read is written back as the same message,

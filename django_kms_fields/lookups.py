@@ -1,7 +1,8 @@
 """Lookups on encrypted columns: refused, because the database would compare ciphertext.
 
 Each value is encrypted with its own data key and nonce, so equal values never have equal
-ciphertexts. Only ``isnull`` (and ``field=None``, which Django turns into ``isnull``) is answered.
+ciphertexts. Only ``isnull`` (and ``field=None``, which Django turns into ``isnull``) is answered,
+except on a searchable field, whose equality lookups ``searchable`` answers from its blind index.
 """
 
 from __future__ import annotations
@@ -13,17 +14,32 @@ from django.db.models.lookups import Lookup
 
 from .exceptions import EncryptedLookupError
 
-__all__ = ["lookup_refusal", "lookup_for"]
+__all__ = ["EQUALITY_LOOKUPS", "lookup_refusal", "lookup_for"]
+
+
+EQUALITY_LOOKUPS = ("exact", "iexact", "in")
 
 
 def lookup_refusal(field: models.Field, lookup_name: str) -> EncryptedLookupError:
     """The error for a lookup (or transform) named ``lookup_name`` on the encrypted ``field``."""
+    if getattr(field, "searchable", False):
+        answered = (
+            "only 'exact', 'in', 'isnull' and, with a case-folding search_normalizer, 'iexact' are: its blind "
+            "index answers equality and nothing else"
+        )
+        instead = "Filter on another column, or compare the decrypted values in Python."
+    else:
+        answered = "only 'isnull' is"
+        instead = (
+            "Declare the field with searchable=True to find rows by an equal value through a blind index, or "
+            "filter on another column."
+            if lookup_name in EQUALITY_LOOKUPS
+            else "Filter on another column, or compare the decrypted values in Python."
+        )
     return EncryptedLookupError(
-        f"{field.model._meta.label}.{field.name} is encrypted, so the database cannot compare its "
-        f"contents: the '{lookup_name}' lookup is not supported (only 'isnull' is). Each value is "
-        "encrypted with its own data key and nonce, so equal values never have equal ciphertexts. Filter "
-        "on another column, or store a keyed hash (HMAC) of the value in a separate indexed column and "
-        "look that up."
+        f"{field.model._meta.label}.{field.name} is encrypted, so the database cannot compare its contents: "
+        f"the '{lookup_name}' lookup is not supported ({answered}). Each value is encrypted with its own data "
+        f"key and nonce, so equal values never have equal ciphertexts. {instead}"
     )
 
 

@@ -157,7 +157,7 @@ def _check_holder(
             field,
             "Count(distinct=True) over it would count distinct ciphertexts",
             NEVER_EQUAL,
-            "Count the distinct values in Python, or count distinct values of a keyed hash (HMAC) column.",
+            "Count the distinct values in Python.",
         )
     if isinstance(parent, Lookup):
         if child is parent.lhs and getattr(parent, "compares_blind_index", False):

@@ -162,7 +162,9 @@ def _reindexing(
     """The swap that writes one row's index under the current key, or None (counted in ``stats``)."""
     stats.scanned += 1
     try:
-        current = field.blind_index_keys()[0]  # per row: the key is not kept past MAX_AGE
+        # Per row, as the key is not kept past MAX_AGE; not the field's memo, which assumes the field's
+        # options never change in a process (a reindex is what follows a change to them).
+        current = field.blind_index_keys()[0]
         if not rebuild and index is not None and index.startswith(current.tag):
             stats.current += 1
             return None

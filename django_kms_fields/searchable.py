@@ -30,7 +30,7 @@ from django.db.models.sql.compiler import SQLInsertCompiler, SQLUpdateCompiler
 from django.views.decorators.debug import sensitive_variables
 
 from . import blind_index, conf
-from .exceptions import EncryptedQueryError, IncompleteIndexError
+from .exceptions import EncryptedLookupError, EncryptedQueryError, IncompleteIndexError
 from .lazy import PendingDecryption
 
 if TYPE_CHECKING:
@@ -191,17 +191,13 @@ class _IndexedLookup(Lookup):
     compares_blind_index = True
 
     def __init__(self, lhs: Any, rhs: Any) -> None:
-        from .lookups import lookup_refusal
-
         if hasattr(rhs, "resolve_expression") or (
             isinstance(rhs, (list, tuple, set)) and any(hasattr(v, "resolve_expression") for v in rhs)
         ):
-            error = lookup_refusal(lhs.output_field, self.lookup_name)
-            error.args = (
+            raise EncryptedLookupError(
                 f"{lhs.output_field.model._meta.label}.{lhs.output_field.name} is searchable by value only: its "
-                "blind index cannot be compared with a column, a subquery or an expression.",
+                "blind index cannot be compared with a column, a subquery or an expression."
             )
-            raise error
         super().__init__(lhs, rhs)
 
     def values(self) -> list[Any]:
@@ -210,8 +206,9 @@ class _IndexedLookup(Lookup):
     def as_sql(self, compiler: Any, connection: Any) -> tuple[str, Any]:
         field: EncryptedField = self.lhs.output_field
         companion = companion_of(field)
-        require_complete_index(field, compiler.using)
-        indexes = field.blind_indexes_matching(self.values())
+        keys = field.blind_index_keys()
+        require_complete_index(field, compiler.using, keys)
+        indexes = field.blind_indexes_matching(self.values(), keys)
         column = companion.get_col(self.lhs.alias)
         lookup = Exact(column, indexes[0]) if len(indexes) == 1 else In(column, indexes)
         return compiler.compile(lookup)
@@ -269,10 +266,13 @@ _complete_lock = threading.Lock()
 conf.on_settings_reset(_complete.clear)
 
 
-def _rows_without_current_index(field: EncryptedField, using: str) -> models.QuerySet:
+def _rows_not_indexed_under(
+    field: EncryptedField, using: str, keys: list[blind_index.FieldIndexKey]
+) -> models.QuerySet:
+    """Rows with a value whose blind index is missing or under none of ``keys``."""
     companion = companion_of(field)
     accepted = Q()
-    for key in field.blind_index_keys():
+    for key in keys:
         accepted |= Q(**{f"{companion.name}__startswith": key.tag})
     return field.model._base_manager.using(using).filter(**{f"{field.name}__isnull": False}).exclude(accepted)
 
@@ -283,24 +283,25 @@ def missing_index_count(field: EncryptedField, using: str = "default", *, curren
     With ``current_key_only``, rows indexed under a previous key count as missing too (what
     ``kms_fields_reindex`` still has to do).
     """
-    if not current_key_only:
-        return _rows_without_current_index(field, using).count()
-    companion = companion_of(field)
-    current = field.blind_index_keys()[0]
-    queryset = field.model._base_manager.using(using).filter(**{f"{field.name}__isnull": False})
-    return queryset.exclude(**{f"{companion.name}__startswith": current.tag}).count()
-
-
-def require_complete_index(field: EncryptedField, using: str) -> None:
-    """Refuse a lookup that would silently miss rows without an index; checked once per ``MAX_AGE``."""
     keys = field.blind_index_keys()
+    return _rows_not_indexed_under(field, using, keys[:1] if current_key_only else keys).count()
+
+
+def require_complete_index(
+    field: EncryptedField, using: str, keys: list[blind_index.FieldIndexKey] | None = None
+) -> None:
+    """Refuse a lookup that would silently miss rows without an index; checked once per ``MAX_AGE``.
+
+    ``keys`` are the field's ``blind_index_keys()``, when the caller has them already.
+    """
+    keys = field.blind_index_keys() if keys is None else keys
     slot = (using, field.field_binding().label, tuple(key.tag for key in keys))
     now = time.monotonic()
     with _complete_lock:
         if _complete.get(slot, 0.0) > now:
             return
     # exists(), not count(): while the column is incomplete, every lookup pays this query.
-    if _rows_without_current_index(field, using).exists():
+    if _rows_not_indexed_under(field, using, keys).exists():
         raise IncompleteIndexError(
             f"{field.model._meta.label}.{field.name}: rows in database {using!r} have a value but no blind index "
             "under the current or a previous index key, so this lookup would miss them. Run "

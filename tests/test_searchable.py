@@ -92,7 +92,7 @@ def test_get_or_create_and_update_or_create_find_the_existing_row():
 def test_lookups_an_equality_index_cannot_answer_stay_refused():
     members()
     for lookup in ("contains", "startswith", "gt", "regex"):
-        with pytest.raises(EncryptedLookupError, match="not supported"):
+        with pytest.raises(EncryptedLookupError, match="not supported .*its blind index answers equality"):
             list(Member.objects.filter(**{f"email__{lookup}": "a"}))
     with pytest.raises(EncryptedQueryError, match="case-sensitive"):
         list(Member.objects.filter(national_id__iexact="ab"))

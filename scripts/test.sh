@@ -59,13 +59,22 @@ for db in "${databases[@]}"; do
     esac
 done
 
+# Each run starts five interpreters (pytest and its workers) that import the app, the tests and their
+# assertion-rewritten modules: with bytecode cached after the first run, each starts in about half the
+# time (2.2 s instead of 4.2 s measured). Some machine images set PYTHONDONTWRITEBYTECODE.
+unset PYTHONDONTWRITEBYTECODE
+
 status=0
 for line in "${lines[@]}"; do
     python=$root/.venv-django-$line/bin/python
+    database_free_done=
     for db in "${databases[@]}"; do
         echo "=== $("$python" -c "import django, platform; print(f'Django {django.get_version()}, Python {platform.python_version()}')"), $db"
         # Workers beyond the two cores: most tests wait on the local KMS or on timeouts, not the CPU.
-        KMS_FIELDS_TEST_DATABASE=$db "$python" -m pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-4}" || status=1
+        # Tests that touch no database run with the first database of each line only (tests/conftest.py).
+        KMS_FIELDS_TEST_DATABASE=$db KMS_FIELDS_TEST_DATABASE_FREE_DONE=$database_free_done \
+            "$python" -m pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-4}" || status=1
+        database_free_done=1
     done
 done
 exit $status

@@ -24,6 +24,27 @@ from .kms import KMSFront, LocalKMS  # noqa: E402
 
 
 
+# Fixtures through which a test reaches a database; a test without them (or the django_db mark) cannot.
+_DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback", "live_server"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With KMS_FIELDS_TEST_DATABASE_FREE_DONE set (scripts/test.sh sets it after the first database of
+    each Django line), tests that never touch a database are left out: they already ran on this line,
+    and running them on every database only repeats the same thing."""
+    if not os.environ.get("KMS_FIELDS_TEST_DATABASE_FREE_DONE"):
+        return
+    kept, left_out = [], []
+    for item in items:
+        uses_database = item.get_closest_marker("django_db") is not None or bool(
+            _DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        )
+        (kept if uses_database else left_out).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
 @dataclass(frozen=True)
 class Keys:
     first: str

@@ -36,6 +36,11 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
         super().__attrs_post_init__()
         self._encryption_keys: dict[Any, bytes] = {}
         self._decryption_keys: dict[Any, bytes] = {}
+        # id(request) -> (request, cache key): the fast path hands over the same request object for
+        # every message whose header has the same context and wrapped data keys, so most reads find
+        # their key here without hashing the request's parts. The request is held, so its id is not
+        # reused while the entry lives.
+        self._decryption_keys_by_request: dict[int, tuple[Any, bytes]] = {}
 
     def _remembered(self, memo: dict[Any, bytes], memo_key: Any, build: Any) -> bytes:
         cache_key = memo.get(memo_key)
@@ -95,16 +100,23 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
     def decrypt_materials(self, request):  # type: ignore[no-untyped-def]
         # CachingCryptoMaterialsManager.decrypt_materials (aws-encryption-sdk 4.0.x), with the cache key
         # remembered.
-        memo_key = (
-            request.algorithm,
-            frozenset(request.encrypted_data_keys),
-            tuple(sorted(request.encryption_context.items())),
-        )
-        cache_key = self._remembered(
-            self._decryption_keys,
-            memo_key,
-            lambda: build_decryption_materials_cache_key(partition=self.partition_name, request=request),
-        )
+        known = self._decryption_keys_by_request.get(id(request))
+        if known is not None and known[0] is request:
+            cache_key = known[1]
+        else:
+            memo_key = (
+                request.algorithm,
+                frozenset(request.encrypted_data_keys),
+                tuple(sorted(request.encryption_context.items())),
+            )
+            cache_key = self._remembered(
+                self._decryption_keys,
+                memo_key,
+                lambda: build_decryption_materials_cache_key(partition=self.partition_name, request=request),
+            )
+            if len(self._decryption_keys_by_request) >= _MEMO_SIZE:
+                self._decryption_keys_by_request.clear()
+            self._decryption_keys_by_request[id(request)] = (request, cache_key)
         try:
             cache_entry = self.cache.get_decryption_materials(cache_key)
         except CacheKeyError:

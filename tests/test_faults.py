@@ -306,5 +306,7 @@ def test_an_endpoint_that_never_accepts_fails_on_the_connect_timeout(settings, k
         listener.close()
 
     assert isinstance(caught.value.__cause__, ConnectTimeoutError)
-    # Two attempts of 0.5 s each plus at most 1 s of backoff: the 30 s read timeout never came into it.
-    assert elapsed <= worst_case_call_seconds(conf.get_keyring("default")) - 2 * 30
+    # Two attempts of 0.5 s each plus a short backoff, about 1 s in all. Half of the 30 s read timeout
+    # (or of botocore's 60 s default connect timeout) leaves a loaded machine plenty of room and still
+    # shows that neither came into it.
+    assert elapsed < 30 / 2, f"took {elapsed:.1f}s"

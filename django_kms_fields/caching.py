@@ -71,13 +71,43 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
             request.commitment_policy,
             tuple(sorted(request.encryption_context.items())),
         )
+        return self._cached_encryption_materials(memo_key, inner_request, request.plaintext_length)
+
+    def encryption_materials_for_length(
+        self, encryption_context: dict[str, str], plaintext_length: int, algorithm: Any, frame_length: int,
+        commitment_policy: Any,
+    ) -> Any:
+        """``get_encryption_materials`` for a request of these parts with a known plaintext length and
+        a suite that is safe to cache, without building the request while the cache answers.
+
+        The same steps as ``get_encryption_materials`` (the same cache key, the message and its bytes
+        counted against the entry, the same limits, the same inner request to the backing manager on
+        a miss); the fast path's writes come here, one per message.
+        """
+        if not algorithm.safe_to_cache():
+            raise ValueError(f"{algorithm.name} is not safe to cache: ask get_encryption_materials")
+        # Enum members are singletons, so their ids stand for them (hashing them runs Python code),
+        # and pairs in another order only make another entry for the same cache key.
+        memo_key = (id(algorithm), frame_length, id(commitment_policy), *encryption_context.items())
+
+        def inner_request() -> EncryptionMaterialsRequest:
+            return EncryptionMaterialsRequest(
+                encryption_context=dict(encryption_context),
+                frame_length=frame_length,
+                algorithm=algorithm,
+                commitment_policy=commitment_policy,
+            )
+
+        return self._cached_encryption_materials(memo_key, inner_request, plaintext_length)
+
+    def _cached_encryption_materials(self, memo_key: Any, inner_request: Any, plaintext_length: int) -> Any:
         cache_key = self._remembered(
             self._encryption_keys,
             memo_key,
             lambda: build_encryption_materials_cache_key(partition=self.partition_name, request=inner_request()),
         )
         try:
-            cache_entry = self.cache.get_encryption_materials(cache_key=cache_key, plaintext_length=request.plaintext_length)
+            cache_entry = self.cache.get_encryption_materials(cache_key=cache_key, plaintext_length=plaintext_length)
         except CacheKeyError:
             pass
         else:
@@ -87,12 +117,12 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
                 return cache_entry.value
 
         new_result = self.backing_materials_manager.get_encryption_materials(inner_request())
-        if not new_result.algorithm.safe_to_cache() or request.plaintext_length >= self.max_bytes_encrypted:
+        if not new_result.algorithm.safe_to_cache() or plaintext_length >= self.max_bytes_encrypted:
             return new_result
         self.cache.put_encryption_materials(
             cache_key=cache_key,
             encryption_materials=new_result,
-            plaintext_length=request.plaintext_length,
+            plaintext_length=plaintext_length,
             entry_hints=CryptoMaterialsCacheEntryHints(lifetime=self.max_age),
         )
         return new_result

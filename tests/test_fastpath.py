@@ -351,9 +351,10 @@ class _KnownDataKey(CryptoMaterialsManager):
         info = MasterKeyInfo(provider_id="tests-raw", key_info=b"known")
         self.key = DataKey(key_provider=info, data_key=data_key, encrypted_data_key=b"wrapped")
         self.edk = EncryptedDataKey(key_provider=info, encrypted_data_key=b"wrapped")
+        self.edks = {self.edk}  # what messages carry
 
     def get_encryption_materials(self, request):
-        return EncryptionMaterials(algorithm=SUITE, data_encryption_key=self.key, encrypted_data_keys={self.edk},
+        return EncryptionMaterials(algorithm=SUITE, data_encryption_key=self.key, encrypted_data_keys=self.edks,
                                    encryption_context=dict(request.encryption_context))
 
     def decrypt_materials(self, request):
@@ -375,6 +376,17 @@ def test_a_message_whose_tags_verify_but_whose_key_commitment_does_not_is_refuse
     with pytest.raises(MasterKeyProviderError, match="Key commitment validation failed"):
         sdk_read(forged, manager)
     assert isinstance(fastpath.read(forged, manager, MAX_DATA_KEYS), fastpath.Declined)
+
+
+def test_the_limit_on_wrapped_data_keys_holds_for_the_header_just_read_under_a_higher_one():
+    # The fast path remembers the last header it parsed; a reader with a lower limit must still be
+    # held to it, as the SDK holds it (MaxEncryptedDataKeysExceeded, before any KMS call).
+    manager = _KnownDataKey(random.Random(SEED + 3).randbytes(32))
+    manager.edks = {manager.edk, EncryptedDataKey(key_provider=manager.edk.key_provider, encrypted_data_key=b"again")}
+    message = fastpath.write(b"under two wrapped keys", manager, CONTEXT, MAX_DATA_KEYS)
+
+    assert fastpath.read(message, manager, 2) == b"under two wrapped keys"
+    assert isinstance(fastpath.read(message, manager, 1), fastpath.Declined)
 
 
 def test_every_message_written_has_its_own_message_id():

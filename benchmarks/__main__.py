@@ -1,6 +1,7 @@
 """Compare per-request and per-KMS-bill costs side by side, in one run, on one machine.
 
     python -m benchmarks [--rows 10000] [--saves 1000] [--latencies 0,10] [--micro 3000] [--search-rows 100000]
+                         [--rounds 5]
 
 Contenders: a plain TextField; this app with data-key caching (the default); the same with the fast
 path off (every message through the SDK's streams, as before issue 14); this app without caching
@@ -34,6 +35,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--micro", type=int, default=3_000, help="operations per round of the per-value timing")
     parser.add_argument("--database", default=":memory:", help="SQLite database file (default: in memory)")
     parser.add_argument("--search-rows", type=int, default=100_000, help="rows of the equality-search tables (0: skip)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of the scenarios at the first latency, best kept (the uncached contender: one)")
     return parser.parse_args()
 
 
@@ -204,12 +207,20 @@ def main() -> None:
     results: dict[tuple[str, float], dict[str, float]] = {}
     for latency in latencies:
         front.set_fault(Fault(kind="pass", delay=latency / 1000))
-        for name, (model, fast_path) in contenders.items():
-            if latency != latencies[0] and (model in (PlainRow, FernetRow) or not fast_path):
-                continue  # no KMS involved, or no KMS difference to the fast path: measured once
-            conf.reset()  # every contender starts with empty caches and fresh clients
-            print(f"  running {name} at {latency:g} ms ...", file=sys.stderr, flush=True)
-            results[(name, latency)] = run_scenarios(model, args.saves, args.rows, kms_calls, fast_path)
+        # Round after round, each contender in turn, so that a slow spell of this shared machine hits
+        # them all; each scenario keeps its best round. Every round starts cold, as the first did.
+        for round_number in range(args.rounds if latency == latencies[0] else 1):
+            for name, (model, fast_path) in contenders.items():
+                if latency != latencies[0] and (model in (PlainRow, FernetRow) or not fast_path):
+                    continue  # no KMS involved, or no KMS difference to the fast path: measured once
+                if round_number and model is UncachedRow:
+                    continue  # one KMS round trip per value: minutes a round, and its ratio has room
+                conf.reset()  # every contender starts with empty caches and fresh clients
+                print(f"  running {name} at {latency:g} ms, round {round_number + 1} ...", file=sys.stderr, flush=True)
+                outcome = run_scenarios(model, args.saves, args.rows, kms_calls, fast_path)
+                best = results.setdefault((name, latency), outcome)
+                for key in ("save", "bulk_create", "load_read", "load_only"):
+                    best[key] = min(best[key], outcome[key])
     front.set_fault(Fault(kind="pass"))
     conf.reset()
     print("  running the per-value timing ...", file=sys.stderr, flush=True)
@@ -248,7 +259,7 @@ def print_report(args, latencies, results, micro) -> None:
     dec_ratio = micro["app_decrypt"] / micro["bare_decrypt"]
     load_ratio = cached_fast["load_only"] / plain["load_only"]
     size_ratio = micro["app_bytes"] / micro["bare_bytes"]
-    print("## Per-value cost against the peers (issue 14), 0 ms KMS latency\n")
+    print(f"## Per-value cost against the peers (issue 14), 0 ms KMS latency, best of {args.rounds} rounds\n")
     print("| measure | ratio | target | |\n| --- | --- | --- | --- |")
     for key, label in (("load_read", f"load {args.rows} rows and read the field"), ("save", f"{args.saves} x save()"),
                        ("bulk_create", f"bulk_create of {args.rows}")):
@@ -274,7 +285,7 @@ def print_report(args, latencies, results, micro) -> None:
     print(f"| message bytes | {micro['bare_bytes']} ({micro['bare_bytes_no_context']} without context) | {micro['app_bytes']} | {size_ratio:.2f}x | |")
 
     columns = [(name, latency) for (name, latency) in results]
-    print("\n## Scenarios (seconds unless stated)\n")
+    print(f"\n## Scenarios (seconds unless stated; best of {args.rounds} rounds at {latencies[0]:g} ms, uncached and other latencies one)\n")
     header = " | ".join(f"{name} @{latency:g}ms" if "kms" in name else name for name, latency in columns)
     print(f"| scenario | {header} |\n|" + " --- |" * (len(columns) + 1))
     labels = {

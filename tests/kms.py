@@ -110,6 +110,7 @@ class Gate:
 class FrontStats:
     requests: Counter = field(default_factory=Counter)  # by KMS operation
     data_keys: list = field(default_factory=list)  # base64 plaintext data keys KMS handed out
+    user_agents: list = field(default_factory=list)  # the User-Agent header of each request
 
     @property
     def total(self) -> int:
@@ -146,6 +147,7 @@ class KMSFront:
                 operation = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
                 with front._lock:
                     front.stats.requests[operation] += 1
+                    front.stats.user_agents.append(self.headers.get("User-Agent", ""))
                     fault = front.fault
                     if fault.operations and operation not in fault.operations:
                         fault = Fault()

@@ -1,6 +1,9 @@
 """KMS_FIELDS drives the clients the SDK uses, and a change takes effect on the next operation."""
 
+import boto3
+import botocore
 import pytest
+from django.db import transaction
 
 from django_kms_fields import conf
 from django_kms_fields.clients import kms_client
@@ -75,11 +78,28 @@ def test_a_settings_change_takes_effect_on_the_next_operation(settings, keys, lo
     assert Patient.objects.get(pk=patient.pk).ssn == "s"
 
 
-def test_an_unknown_profile_is_a_configuration_error(settings, keys, local_kms):
+def test_an_unknown_profile_is_a_configuration_error_until_the_profile_exists(settings, keys, local_kms, monkeypatch, tmp_path):
     settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": keyring([keys.first], local_kms.endpoint, PROFILE_NAME="nope")}
 
-    with pytest.raises(KMSFieldsConfigurationError, match="profile 'nope'"):
+    with pytest.raises(KMSFieldsConfigurationError, match="profile 'nope'"), transaction.atomic():
         Patient.objects.create(ssn="s")
+
+    # Created afterwards, with no settings change: the next operation finds it.
+    config_file = tmp_path / "config"
+    config_file.write_text("[profile nope]\nregion = eu-west-1\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config_file))
+    assert Patient.objects.get(pk=Patient.objects.create(ssn="s").pk).ssn == "s"
+
+
+def test_kms_sees_the_user_agent_of_a_boto3_client(settings, keys, front):
+    # CloudTrail records it, and IAM conditions and alerts may test it (aws:UserAgent).
+    settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": keyring([keys.first], front.endpoint, CACHE=None)}
+
+    Patient.objects.create(ssn="s")
+
+    assert front.stats.user_agents
+    for user_agent in front.stats.user_agents:
+        assert user_agent.startswith(f"Boto3/{boto3.__version__} ") and f"Botocore/{botocore.__version__}" in user_agent
 
 
 def test_a_field_on_an_unconfigured_keyring_raises_a_configuration_error(settings, keys, local_kms):

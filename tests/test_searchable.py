@@ -1,6 +1,8 @@
 """Equality search through a blind index: searchable=True, unique=True, search_normalizer, the index
 key from KMS (GenerateMac), kms_fields_reindex, and every write path keeping the index in step."""
 
+import hashlib
+import hmac
 import io
 import json
 import threading
@@ -144,6 +146,30 @@ def test_the_same_value_gets_the_same_index_in_every_thread_and_process(keys, lo
     )
     output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert output.stdout.strip() == index_of(member, "national_id")[8:]
+
+
+def test_an_index_is_the_same_without_openssls_hmac_object(monkeypatch):
+    # The index copies OpenSSL's HMAC object where CPython has one; any other HMAC object gives the same.
+    secret, value, real_hmac = b"s" * 32, b"N-1", hmac.new
+    with_openssl = blind_index.FieldIndexKey(key_arn="arn", tag="0000abcd", secret=secret).index(value)
+
+    class HMACWithoutOpenSSLObject:
+        def __init__(self, key, digestmod, message=b""):
+            self.key, self.digestmod, self.message = key, digestmod, message
+
+        def copy(self):
+            return HMACWithoutOpenSSLObject(self.key, self.digestmod, self.message)
+
+        def update(self, data):
+            self.message += data
+
+        def hexdigest(self):
+            return real_hmac(self.key, self.message, self.digestmod).hexdigest()
+
+    monkeypatch.setattr(blind_index.hmac, "new", lambda key, digestmod: HMACWithoutOpenSSLObject(key, digestmod))
+    without = blind_index.FieldIndexKey(key_arn="arn", tag="0000abcd", secret=secret).index(value)
+
+    assert without == with_openssl == "0000abcd" + real_hmac(secret, len(value).to_bytes(8, "big") + value, hashlib.sha256).hexdigest()
 
 
 # --- the key: KMS calls, faults -------------------------------------------------------------------------

@@ -27,6 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 VALUE = "0123456789abcdef0123456789abcdef"  # 32 characters
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000, help="rows for bulk_create and the loads")
@@ -35,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--micro", type=int, default=3_000, help="operations per round of the per-value timing")
     parser.add_argument("--database", default=":memory:", help="SQLite database file (default: in memory)")
     parser.add_argument("--search-rows", type=int, default=100_000, help="rows of the equality-search tables (0: skip)")
-    parser.add_argument("--rounds", type=int, default=5,
+    parser.add_argument("--rounds", type=positive, default=5,
                         help="rounds of the scenarios at the first latency, best kept (the uncached contender: one)")
     return parser.parse_args()
 

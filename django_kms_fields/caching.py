@@ -4,7 +4,8 @@ The SDK's ``CachingCryptoMaterialsManager`` hashes the partition, the encryption
 wrapped data key with SHA-512 on every request to find the cache entry (about 18 µs per read and
 more per write on the benchmark machine: once the fast path was in place, the largest single cost
 of a value). The key is a pure function of those inputs, so this subclass remembers it per request
-content; everything else (the cache, its entries, ``MAX_AGE``, ``MAX_MESSAGES``, the byte limit, what
+content (and by identity for the request objects the fast path reuses, and takes a write's request as
+its parts from the fast path); everything else (the cache, its entries, ``MAX_AGE``, ``MAX_MESSAGES``, the byte limit, what
 is cached and what is not) is the SDK's logic, unchanged and in the same order. See docs/design.md,
 "The fast path".
 """
@@ -139,14 +140,18 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
                 frozenset(request.encrypted_data_keys),
                 tuple(sorted(request.encryption_context.items())),
             )
-            cache_key = self._remembered(
-                self._decryption_keys,
-                memo_key,
-                lambda: build_decryption_materials_cache_key(partition=self.partition_name, request=request),
-            )
-            if len(self._decryption_keys_by_request) >= _MEMO_SIZE:
-                self._decryption_keys_by_request.clear()
-            self._decryption_keys_by_request[id(request)] = (request, cache_key)
+            cache_key = self._decryption_keys.get(memo_key)
+            if cache_key is None:
+                cache_key = self._remembered(
+                    self._decryption_keys,
+                    memo_key,
+                    lambda: build_decryption_materials_cache_key(partition=self.partition_name, request=request),
+                )
+                # By identity only here, where the parts were new: the SDK's path builds a new request
+                # per message, which would only push the fast path's requests out.
+                if len(self._decryption_keys_by_request) >= _MEMO_SIZE:
+                    self._decryption_keys_by_request.clear()
+                self._decryption_keys_by_request[id(request)] = (request, cache_key)
         try:
             cache_entry = self.cache.get_decryption_materials(cache_key)
         except CacheKeyError:

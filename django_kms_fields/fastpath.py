@@ -3,8 +3,9 @@
 One shape only: message format version 2, the committing non-signing suite
 (``AES_256_GCM_HKDF_SHA512_COMMIT_KEY``), framed content in 4096-byte frames. The data keys come from
 the caller's materials manager (the same caching CMM the SDK would be given, asked with the same
-requests, so the data-key cache counts messages and KMS calls exactly as with the SDK); HKDF and
-AES-GCM come from ``cryptography``. What this module writes is byte for byte what the SDK writes for
+requests, or for our caching manager the same requests' parts, so the data-key cache counts messages
+and KMS calls exactly as with the SDK); HKDF and AES-GCM come from ``cryptography``. What this
+module writes is byte for byte what the SDK writes for
 the same data key and message id, and it reads what the SDK writes.
 
 Reading verifies, before any plaintext leaves this module, what the SDK verifies: the key commitment

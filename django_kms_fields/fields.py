@@ -227,9 +227,9 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         """The index written for ``value`` (under the current index key, or the one loaded with it)."""
         if isinstance(value, PendingDecryption) and value.field is self and value.loaded_index is not None:
             return value.loaded_index
-        return self.current_index_key().index(self.search_plaintext(value, pk))
+        return self._current_index_key().index(self.search_plaintext(value, pk))
 
-    def current_index_key(self) -> blind_index.FieldIndexKey:
+    def _current_index_key(self) -> blind_index.FieldIndexKey:
         """The key new indexes are written under (the first of ``blind_index_keys()``)."""
         # Memoised per field (this is paid per value saved), and checked against everything the key
         # depends on: the keyring object (new on every settings change), the roots' generation, the

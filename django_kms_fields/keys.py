@@ -1,6 +1,6 @@
 """The SDK master keys of a keyring: every KMS key of it, each on the keyring's client for its region.
 
-- Each key is the SDK's ``MRKAwareKMSMasterKey`` built around the shared boto3 client that ``clients``
+- Each key is the SDK's ``MRKAwareKMSMasterKey`` built around the shared KMS client that ``clients``
   made from the keyring's settings, so timeouts, attempts and endpoint are ours, and a replica of a
   listed multi-Region key is matched by the SDK (``owns_data_key``, ``_validate_allowed_to_decrypt``).
 - One provider holds every key of the keyring: the first generates the data key and every key wraps

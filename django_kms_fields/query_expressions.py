@@ -168,7 +168,7 @@ def _check_holder(
             field,
             f"the '{parent.lookup_name}' lookup would compare another value with its ciphertext",
             NEVER_EQUAL,
-            "Compare in Python after loading the values, or compare a keyed hash (HMAC) column.",
+            "Compare in Python after loading the values.",
         )
     if isinstance(parent, (OrderBy, OrderByList)):  # ORDER BY, also of a window or an aggregate
         raise ordering_refusal(field)
@@ -224,5 +224,5 @@ def grouping_refusal(field: EncryptedField) -> EncryptedQueryError:
         field,
         "grouping by it (values() before annotate(), a window's partition_by) would make a group of every row",
         NEVER_EQUAL,
-        "Group by another column, group the loaded values in Python, or group by a keyed hash (HMAC) column.",
+        "Group by another column, or group the loaded values in Python.",
     )

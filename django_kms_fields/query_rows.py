@@ -92,7 +92,7 @@ def check_distinct_on(query: Query, opts: Options | None) -> None:
                 field,
                 f"distinct({name!r}) would compare ciphertexts",
                 NEVER_EQUAL,
-                "Deduplicate the loaded values in Python, or use a keyed hash (HMAC) column.",
+                "Deduplicate the loaded values in Python.",
             )
 
 

@@ -174,7 +174,9 @@ def test_reading_a_pending_value_on_the_event_loop_raises_without_calling_kms(he
     assert "await django_kms_fields.adecrypt(instance)" in message
     assert decrypts(kms_calls) == []
     assert isinstance(loaded.__dict__["ssn"], PendingDecryption)
+    held_kms.let_one_through()  # no heartbeat out here
     assert loaded.ssn == SSN  # in sync code, as before
+    assert (held_kms.let_through, held_kms.timed_out) == (1, 0)
 
 
 def test_django_allow_async_unsafe_lets_a_read_on_the_loop_decrypt(monkeypatch):

@@ -57,35 +57,23 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
         # cache key remembered and the inner request built only when the backing manager is asked.
         if not self._should_cache_encryption_request(request):
             return self.backing_materials_manager.get_encryption_materials(request)
-
-        def inner_request() -> EncryptionMaterialsRequest:
-            return EncryptionMaterialsRequest(
-                encryption_context=request.encryption_context,
-                frame_length=request.frame_length,
-                algorithm=request.algorithm,
-                commitment_policy=request.commitment_policy,
-            )
-
-        memo_key = (
-            request.algorithm,
-            request.frame_length,
+        return self.encryption_materials_for_length(
+            request.encryption_context, request.plaintext_length, request.algorithm, request.frame_length,
             request.commitment_policy,
-            tuple(sorted(request.encryption_context.items())),
         )
-        return self._cached_encryption_materials(memo_key, inner_request, request.plaintext_length)
 
     def encryption_materials_for_length(
         self, encryption_context: dict[str, str], plaintext_length: int, algorithm: Any, frame_length: int,
         commitment_policy: Any,
     ) -> Any:
-        """``get_encryption_materials`` for a request of these parts with a known plaintext length and
-        a suite that is safe to cache, without building the request while the cache answers.
+        """``get_encryption_materials`` for a request of these parts, whose plaintext length is known and
+        whose suite is safe to cache, without building the request while the cache answers.
 
-        The same steps as ``get_encryption_materials`` (the same cache key, the message and its bytes
-        counted against the entry, the same limits, the same inner request to the backing manager on
-        a miss); the fast path's writes come here, one per message.
+        The cache key of the inner request (the request less what it says of the plaintext), the message
+        and its bytes counted against the entry, the limits, and that inner request to the backing
+        manager on a miss: the SDK's steps, in its order. The fast path's writes come here, one per message.
         """
-        if not algorithm.safe_to_cache():
+        if algorithm is not None and not algorithm.safe_to_cache():
             raise ValueError(f"{algorithm.name} is not safe to cache: ask get_encryption_materials")
         # Enum members are singletons, so their ids stand for them (hashing them runs Python code),
         # and pairs in another order only make another entry for the same cache key.
@@ -99,9 +87,6 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
                 commitment_policy=commitment_policy,
             )
 
-        return self._cached_encryption_materials(memo_key, inner_request, plaintext_length)
-
-    def _cached_encryption_materials(self, memo_key: Any, inner_request: Any, plaintext_length: int) -> Any:
         cache_key = self._remembered(
             self._encryption_keys,
             memo_key,

@@ -107,14 +107,14 @@ class _RootCache:
                 self._roots[slot] = entry
             return entry
 
-    def field_key(self, keyring: KeyringConfig, key_arn: str, label: str, normalizer: str) -> tuple[float, FieldIndexKey]:
+    def field_key(self, keyring: KeyringConfig, key_arn: str, label: str, variant: str) -> tuple[float, FieldIndexKey]:
         """The field's key, derived once per root (the per-value cost is one HMAC), and when it expires."""
-        slot = (keyring.alias, key_arn, label, normalizer)
+        slot = (keyring.alias, key_arn, label, variant)
         entry = self._field_keys.get(slot)  # a dict read is atomic; writes take the lock
         if entry is not None and _clock() < entry[0]:
             return entry
         expires, root = self.root(keyring, key_arn)
-        entry = (expires, _derive_field_key(root, key_arn, label, normalizer))
+        entry = (expires, _derive_field_key(root, key_arn, label, variant))
         with self._lock:
             self._field_keys[slot] = entry
         return entry
@@ -167,34 +167,36 @@ def _root_from_kms(keyring: KeyringConfig, key_arn: str) -> bytes:
 
 
 @sensitive_variables("root", "secret")
-def _derive_field_key(root: bytes, key_arn: str, label: str, normalizer: str) -> FieldIndexKey:
+def _derive_field_key(root: bytes, key_arn: str, label: str, variant: str) -> FieldIndexKey:
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_FIELD_KEY_INFO + label.encode("utf-8"))
     secret = hkdf.derive(root)
-    tag = hmac.new(secret, _TAG_MESSAGE + normalizer.encode("utf-8"), hashlib.sha256).hexdigest()[:TAG_LENGTH]
+    tag = hmac.new(secret, _TAG_MESSAGE + variant.encode("utf-8"), hashlib.sha256).hexdigest()[:TAG_LENGTH]
     return FieldIndexKey(key_arn=key_arn, tag=tag, secret=secret)
 
 
-def index_keys(keyring: KeyringConfig, label: str, normalizer: str = "") -> list[FieldIndexKey]:
+def index_keys(keyring: KeyringConfig, label: str, variant: str) -> list[FieldIndexKey]:
     """The field's index keys: the current one first, then those of ``PREVIOUS_INDEX_KEY_ARNS``.
 
-    ``normalizer`` names the field's search normaliser; it goes into the tag, so that rows indexed
-    under another normaliser show up as not current.
+    ``variant`` names the field's search normaliser and the options that change how a value is encoded;
+    it goes into the tag, so that rows indexed under another variant show up as not current.
     """
+    arns = (_index_key_arn(keyring), *keyring.previous_index_key_arns)
+    return [_roots.field_key(keyring, arn, label, variant)[1] for arn in arns]
+
+
+def current_index_key_and_expiry(keyring: KeyringConfig, label: str, variant: str) -> tuple[float, FieldIndexKey]:
+    """The current field key, and the ``clock()`` time after which it must be asked for again."""
+    return _roots.field_key(keyring, _index_key_arn(keyring), label, variant)
+
+
+def _index_key_arn(keyring: KeyringConfig) -> str:
     if keyring.index_key_arn is None:
         raise KMSFieldsConfigurationError(
             f"{conf.SETTING_NAME}[{keyring.alias!r}] has no INDEX_KEY_ARN, which searchable fields need: "
             "create a KMS HMAC key (KeySpec HMAC_256, KeyUsage GENERATE_VERIFY_MAC) and set its ARN.",
             code="NoIndexKey",
         )
-    arns = (keyring.index_key_arn, *keyring.previous_index_key_arns)
-    return [_roots.field_key(keyring, arn, label, normalizer)[1] for arn in arns]
-
-
-def current_index_key_and_expiry(keyring: KeyringConfig, label: str, normalizer: str = "") -> tuple[float, FieldIndexKey]:
-    """The current field key, and the ``clock()`` time after which it must be asked for again."""
-    if keyring.index_key_arn is None:
-        index_keys(keyring, label, normalizer)  # raises the configuration error
-    return _roots.field_key(keyring, keyring.index_key_arn, label, normalizer)  # type: ignore[arg-type]
+    return keyring.index_key_arn
 
 
 def clock() -> float:

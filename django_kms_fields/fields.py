@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable
 from collections import Counter
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import Any
 
@@ -247,13 +247,11 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         return key
 
     @sensitive_variables("values", "plaintexts")
-    def blind_indexes_matching(
-        self, values: Iterable[Any], keys: list[blind_index.FieldIndexKey] | None = None
-    ) -> list[str]:
-        """Every index a lookup for ``values`` matches: each value under each index key (``keys``, or
-        ``blind_index_keys()`` when not given)."""
+    def blind_indexes_matching(self, values: Iterable[Any], keys: list[blind_index.FieldIndexKey]) -> list[str]:
+        """Every index a lookup for ``values`` matches: each value under each of ``keys`` (the field's
+        ``blind_index_keys()``)."""
         plaintexts = [self.search_plaintext(value) for value in values]
-        return blind_index.indexes_matching(self.blind_index_keys() if keys is None else keys, plaintexts)
+        return blind_index.indexes_matching(keys, plaintexts)
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
         # Not getattr(): a value that was loaded and never read is written back as the same message,

@@ -10,7 +10,7 @@ unique index, so the database enforces uniqueness.
 Every write keeps the companion in step: ``save``/``create``/``bulk_create`` and ``loaddata`` through its
 attribute (computed from the value unless the value was loaded and never touched), and
 ``update``/``bulk_update``/``save(update_fields=...)`` by adding the companion to the UPDATE statement
-when it is compiled (``add_index_to_update``).
+when it is compiled (``keep_index_in_step``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import models
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.models.expressions import Case, Col, Value, When
@@ -250,8 +251,6 @@ class IndexedIn(_IndexedLookup):
         except TypeError:
             values = [self.rhs]
         if not values:
-            from django.core.exceptions import EmptyResultSet
-
             raise EmptyResultSet
         return values
 
@@ -287,14 +286,9 @@ def missing_index_count(field: EncryptedField, using: str = "default", *, curren
     return _rows_not_indexed_under(field, using, keys[:1] if current_key_only else keys).count()
 
 
-def require_complete_index(
-    field: EncryptedField, using: str, keys: list[blind_index.FieldIndexKey] | None = None
-) -> None:
-    """Refuse a lookup that would silently miss rows without an index; checked once per ``MAX_AGE``.
-
-    ``keys`` are the field's ``blind_index_keys()``, when the caller has them already.
-    """
-    keys = field.blind_index_keys() if keys is None else keys
+def require_complete_index(field: EncryptedField, using: str, keys: list[blind_index.FieldIndexKey]) -> None:
+    """Refuse a lookup that would silently miss rows without an index under ``keys`` (the field's
+    ``blind_index_keys()``); checked once per ``MAX_AGE``."""
     slot = (using, field.field_binding().label, tuple(key.tag for key in keys))
     now = time.monotonic()
     with _complete_lock:

@@ -17,7 +17,12 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import Q
 
 from django_kms_fields import blind_index
-from django_kms_fields.exceptions import EncryptedLookupError, EncryptedQueryError, KMSUnavailableError
+from django_kms_fields.exceptions import (
+    EncryptedLookupError,
+    EncryptedQueryError,
+    KMSFieldsConfigurationError,
+    KMSUnavailableError,
+)
 from django_kms_fields.rewrite import copy_plaintext_column, reencrypt_column, reindex_column
 from django_kms_fields.searchable import IncompleteIndexError, forget_completeness
 from tests.kms import Fault
@@ -503,6 +508,15 @@ def test_reindex_without_an_index_key_is_a_command_error_not_a_traceback(setting
     for extra in ([], ["--check"]):
         with pytest.raises(CommandError, match="has no INDEX_KEY_ARN"):
             call_command("kms_fields_reindex", "testapp.Member.email", *extra, stdout=io.StringIO())
+
+
+def test_saving_a_searchable_value_without_an_index_key_is_a_configuration_error_and_writes_nothing(settings):
+    settings.KMS_FIELDS = {**settings.KMS_FIELDS, "default": {k: v for k, v in settings.KMS_FIELDS["default"].items() if k != "INDEX_KEY_ARN"}}
+
+    with pytest.raises(KMSFieldsConfigurationError, match="has no INDEX_KEY_ARN"), transaction.atomic():
+        Member.objects.create(email="new@example.org")
+
+    assert Member.objects.count() == 0
 
 
 def test_typed_fields_are_found_by_any_spelling_of_an_equal_value():

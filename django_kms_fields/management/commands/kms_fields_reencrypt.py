@@ -37,6 +37,7 @@ class Command(BaseCommand):
         "Batches by primary key, one transaction per batch, and writes a value only if the row still holds "
         "what was read. Safe to rerun; safe to run in several processes with --shard."
     )
+    failed_verb = "re-encrypted"
     summary = (
         "{label}: scanned {s.scanned}, rewritten {s.rewritten} ({s.plaintext} of them plaintext), skipped "
         "{s.current} already current and {s.changed_meanwhile} changed meanwhile, failed {s.failed}"
@@ -90,8 +91,6 @@ class Command(BaseCommand):
             self._report(label, stats, options["dry_run"], verbosity)
         if failed:
             raise CommandError(f"{failed} value(s) could not be {self.failed_verb}; see above. Rerun once fixed.")
-
-    failed_verb = "re-encrypted"
 
     def fields(self, labels: list[str]) -> list[Any]:
         return encrypted_fields(labels)

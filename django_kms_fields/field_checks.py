@@ -3,8 +3,9 @@
 Ids: E020 unknown keyring, E021 ``primary_key``/``unique``/``db_index``, E032 a binding shared with
 another field, E033 an index, constraint or ``unique_together`` over the field, E034 ``Meta.ordering``
 by the field, E035 ``db_default``, E038 a searchable field whose keyring has no ``INDEX_KEY_ARN``, E039
-a searchable field whose companion name is taken or whose ``search_normalizer`` cannot be imported. Every value is encrypted with its own data key and nonce, so the
-database cannot compare, sort or default encrypted values meaningfully.
+a searchable field whose companion name is taken or whose ``search_normalizer`` cannot be imported.
+Every value is encrypted with its own data key and nonce, so the database cannot compare, sort or
+default encrypted values meaningfully.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.core import checks
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import F, NOT_PROVIDED, Q
 
 from . import conf
+from .exceptions import KMSFieldsConfigurationError
 
 if TYPE_CHECKING:
     from .fields import EncryptedField
@@ -86,7 +89,7 @@ def _searchable(field: EncryptedField) -> list[checks.CheckMessage]:
     name = companion_name(field.name)
     try:
         companion = field.model._meta.get_field(name)
-    except Exception:
+    except FieldDoesNotExist:
         companion = None
     if not isinstance(companion, BlindIndexField) or companion.indexes != field.name:
         problems.append(
@@ -101,7 +104,7 @@ def _searchable(field: EncryptedField) -> list[checks.CheckMessage]:
     if field.keyring in aliases:
         try:
             keyring = conf.get_keyring(field.keyring)
-        except Exception:
+        except KMSFieldsConfigurationError:
             return problems  # reported by the settings checks
         if keyring.index_key_arn is None:
             problems.append(

@@ -183,5 +183,5 @@ def index_key_problems(where: str, raw: Mapping[str, Any]) -> tuple[list[ConfigP
                 "List each index key once: the current one in INDEX_KEY_ARN, older ones in PREVIOUS_INDEX_KEY_ARNS.",
             )
         )
-    arns = [parse_key_arn(arn) for arn in (current, *previous) if parse_key_arn(arn) is not None]
-    return problems, arns  # type: ignore[return-value]
+    arns = [parsed for arn in (current, *previous) if (parsed := parse_key_arn(arn)) is not None]
+    return problems, arns

@@ -26,8 +26,9 @@ casefold.case_insensitive = True  # type: ignore[attr-defined]
 
 
 def email(value: str) -> str:
-    """An email address as people mean it: stripped and case folded, domain and local part alike."""
-    return value.strip().casefold()
+    """An email address as people mean it: stripped and case folded, domain and local part alike (the
+    rule of ``casefold`` today; a name of its own, so that it can grow without renaming every tag)."""
+    return casefold(value)
 
 
 email.case_insensitive = True  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import EmptyResultSet
+from django.core.exceptions import EmptyResultSet, FieldDoesNotExist
 from django.db import models
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.models.expressions import Case, Col, Value, When
@@ -134,7 +134,7 @@ class BlindIndexField(models.CharField):
     def indexed_field(self) -> EncryptedField | None:
         try:
             field = self.model._meta.get_field(self.indexes)
-        except Exception:  # a historical model without it
+        except FieldDoesNotExist:  # a historical model without it
             return None
         return field if getattr(field, "searchable", False) else None
 

@@ -5,8 +5,8 @@ One shape only: message format version 2, the committing non-signing suite
 the caller's materials manager (the same caching CMM the SDK would be given, asked with the same
 requests, or for our caching manager the same requests' parts, so the data-key cache counts messages
 and KMS calls exactly as with the SDK); HKDF and AES-GCM come from ``cryptography``. What this
-module writes is byte for byte what the SDK writes for
-the same data key and message id, and it reads what the SDK writes.
+module writes is byte for byte what the SDK writes for the same data key and message id, and it reads
+what the SDK writes.
 
 Reading verifies, before any plaintext leaves this module, what the SDK verifies: the key commitment
 (constant-time compare), the header authentication tag, each frame's tag, that sequence numbers run
@@ -401,7 +401,7 @@ def read(message: bytes, manager: CryptoMaterialsManager, max_encrypted_data_key
 
 
 # How a message of less than a frame continues after its header: its one frame, final, numbered 1.
-_ONLY_FRAME_START = _FINAL_FRAME_MARKER + (1).to_bytes(4, "big") + bytes(_IV_LENGTH - 4) + (1).to_bytes(4, "big")
+_ONLY_FRAME_START = _FINAL_FRAME_MARKER + (1).to_bytes(4, "big") + _frame_iv(1)
 
 
 def _read_frames(message: bytes, position: int, message_id: bytes, cipher: AESGCM) -> bytes | None:

@@ -46,7 +46,7 @@ def main() -> None:
     binding = CachedRow._meta.get_field("value").field_binding()
     message = crypto.encrypt(VALUE.encode(), keyring, binding)
     _sdk, manager = crypto._sdk_objects(keyring)
-    bound = crypto._bound_manager(keyring, binding, manager)
+    bound = crypto._field_crypto(keyring, binding).bound_manager
     max_keys = crypto._max_encrypted_data_keys(keyring)
 
     def via_sdk_functions() -> bytes:

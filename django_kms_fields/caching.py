@@ -73,8 +73,6 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
         and its bytes counted against the entry, the limits, and that inner request to the backing
         manager on a miss: the SDK's steps, in its order. The fast path's writes come here, one per message.
         """
-        if algorithm is not None and not algorithm.safe_to_cache():
-            raise ValueError(f"{algorithm.name} is not safe to cache: ask get_encryption_materials")
         # Enum members are singletons, so their ids stand for them (hashing them runs Python code),
         # and pairs in another order only make another entry for the same cache key.
         memo_key = (id(algorithm), frame_length, id(commitment_policy), *encryption_context.items())
@@ -87,11 +85,16 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
                 commitment_policy=commitment_policy,
             )
 
-        cache_key = self._remembered(
-            self._encryption_keys,
-            memo_key,
-            lambda: build_encryption_materials_cache_key(partition=self.partition_name, request=inner_request()),
-        )
+        cache_key = self._encryption_keys.get(memo_key)
+        if cache_key is None:
+            # Checked once per memo entry: the memo key names the suite.
+            if algorithm is not None and not algorithm.safe_to_cache():
+                raise ValueError(f"{algorithm.name} is not safe to cache: ask get_encryption_materials")
+            cache_key = self._remembered(
+                self._encryption_keys,
+                memo_key,
+                lambda: build_encryption_materials_cache_key(partition=self.partition_name, request=inner_request()),
+            )
         try:
             cache_entry = self.cache.get_encryption_materials(cache_key=cache_key, plaintext_length=plaintext_length)
         except CacheKeyError:

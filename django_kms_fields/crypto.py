@@ -18,6 +18,7 @@ import threading
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import aws_encryption_sdk
 from aws_encryption_sdk.caches.local import LocalCryptoMaterialsCache
@@ -148,8 +149,8 @@ class _ThreadState(threading.local):
     def __init__(self) -> None:
         # alias -> (the keyring they were built from, SDK client, materials manager)
         self.sdk_objects: dict[str, tuple[KeyringConfig, aws_encryption_sdk.EncryptionSDKClient, CryptoMaterialsManager]] = {}
-        # (alias, field label) -> (the keyring, its materials manager, the field-bound manager over it)
-        self.bound_managers: dict[tuple[str, str], tuple[KeyringConfig, CryptoMaterialsManager, CryptoMaterialsManager]] = {}
+        # (alias, field label) -> what writing and reading that field's messages needs
+        self.field_crypto: dict[tuple[str, str], _FieldCrypto] = {}
 
 
 _thread_state = _ThreadState()
@@ -183,16 +184,40 @@ def _sdk_objects(keyring: KeyringConfig) -> tuple[aws_encryption_sdk.EncryptionS
     return sdk_client, manager
 
 
-def _bound_manager(keyring: KeyringConfig, binding: FieldBinding, manager: CryptoMaterialsManager) -> CryptoMaterialsManager:
-    """This thread's field-bound materials manager over ``manager``, built once per field (it holds
-    nothing per value)."""
+class _FieldCrypto(NamedTuple):
+    """What one thread needs to write and read one field's messages under one keyring: built once per
+    field and keyring (it holds nothing per value), so a value costs one lookup here."""
+
+    keyring: KeyringConfig
+    sdk_client: aws_encryption_sdk.EncryptionSDKClient
+    manager: CryptoMaterialsManager
+    bound_manager: CryptoMaterialsManager  # checks the field binding before any KMS call
+    encryption_context: dict[str, str]  # never changed: the SDK path is handed a copy
+    max_encrypted_data_keys: int
+    fast_path_writes: bool  # the keyring's suite is the fast path's
+    fast_path_reads: bool  # the fast path may read: unless REQUIRE_ALGORITHM names another suite
+
+
+def _field_crypto(keyring: KeyringConfig, binding: FieldBinding) -> _FieldCrypto:
     key = (keyring.alias, binding.label)
-    entry = _thread_state.bound_managers.get(key)
-    if entry is not None and entry[0] is keyring and entry[1] is manager:
-        return entry[2]
-    bound = _FieldBoundMaterialsManager(manager, encryption_context_for(keyring, binding))
-    _thread_state.bound_managers[key] = (keyring, manager, bound)
-    return bound
+    entry = _thread_state.field_crypto.get(key)
+    if entry is not None and entry.keyring is keyring:
+        return entry
+    sdk_client, manager = _sdk_objects(keyring)
+    context = encryption_context_for(keyring, binding)
+    fast_path_writes = fastpath.handles_suite(keyring.algorithm)
+    entry = _FieldCrypto(
+        keyring=keyring,
+        sdk_client=sdk_client,
+        manager=manager,
+        bound_manager=_FieldBoundMaterialsManager(manager, dict(context)),
+        encryption_context=context,
+        max_encrypted_data_keys=_max_encrypted_data_keys(keyring),
+        fast_path_writes=fast_path_writes,
+        fast_path_reads=fast_path_writes or not keyring.require_algorithm,
+    )
+    _thread_state.field_crypto[key] = entry
+    return entry
 
 
 # --- the public operations ----------------------------------------------------------------------------
@@ -231,16 +256,16 @@ _Failure = tuple[KMSFieldsError, "BaseException | None"]
 
 @sensitive_variables("plaintext")
 def _write_message(plaintext: bytes, keyring: KeyringConfig, binding: FieldBinding) -> bytes | _Failure:
-    sdk_client, manager = _sdk_objects(keyring)
+    field_crypto = _field_crypto(keyring, binding)
     try:
-        if fastpath.ENABLED and fastpath.handles_suite(keyring.algorithm):
+        if field_crypto.fast_path_writes and fastpath.ENABLED:
             return fastpath.write(
-                plaintext, manager, encryption_context_for(keyring, binding), _max_encrypted_data_keys(keyring)
+                plaintext, field_crypto.manager, field_crypto.encryption_context, field_crypto.max_encrypted_data_keys
             )
-        message, _header = sdk_client.encrypt(
+        message, _header = field_crypto.sdk_client.encrypt(
             source=plaintext,
-            materials_manager=manager,
-            encryption_context=encryption_context_for(keyring, binding),
+            materials_manager=field_crypto.manager,
+            encryption_context=dict(field_crypto.encryption_context),
             algorithm=Algorithm[keyring.algorithm],
             frame_length=FRAME_LENGTH,
         )
@@ -256,13 +281,13 @@ def _write_message(plaintext: bytes, keyring: KeyringConfig, binding: FieldBindi
 def _read_message(message: bytes, keyring: KeyringConfig, binding: FieldBinding) -> bytes | _Failure:
     if len(message) > keyring.max_message_bytes:
         return _shape_refusal(message, keyring), None
-    sdk_client, manager = _sdk_objects(keyring)
-    bound = _bound_manager(keyring, binding, manager)
+    field_crypto = _field_crypto(keyring, binding)
+    bound = field_crypto.bound_manager
     # The fast path reads only framed 4096-byte messages of its suite, so for what it reads the shape
     # refusal below has nothing to say, unless REQUIRE_ALGORITHM names another suite.
-    if fastpath.ENABLED and not (keyring.require_algorithm and not fastpath.handles_suite(keyring.algorithm)):
+    if field_crypto.fast_path_reads and fastpath.ENABLED:
         try:
-            outcome = fastpath.read(message, bound, _max_encrypted_data_keys(keyring))
+            outcome = fastpath.read(message, bound, field_crypto.max_encrypted_data_keys)
         except KMSFieldsError as err:
             return _forgetting_secrets(err, err.__cause__)
         except MALFORMED_MESSAGE_ERRORS as err:
@@ -278,7 +303,7 @@ def _read_message(message: bytes, keyring: KeyringConfig, binding: FieldBinding)
     source = io.BytesIO(message)
     # Not a ``with`` block: on failure the SDK's __exit__ logs a second, misleading traceback
     # ("Footer not read") at ERROR level.
-    decryptor = sdk_client.stream(mode="d", source=source, materials_manager=bound)
+    decryptor = field_crypto.sdk_client.stream(mode="d", source=source, materials_manager=bound)
     try:
         plaintext = decryptor.read()
         decryptor.close()

@@ -402,6 +402,9 @@ def read(message: bytes, manager: CryptoMaterialsManager, max_encrypted_data_key
 
 # How a message of less than a frame continues after its header: its one frame, final, numbered 1.
 _ONLY_FRAME_START = _FINAL_FRAME_MARKER + (1).to_bytes(4, "big") + _frame_iv(1)
+_ONLY_FRAME_IV = _frame_iv(1)
+# Its additional data less the message id before and the length's last 4 bytes after.
+_ONLY_FRAME_AAD_MIDDLE = _FINAL_FRAME_AAD + (1).to_bytes(4, "big") + bytes(4)
 
 
 def _read_frames(message: bytes, position: int, message_id: bytes, cipher: AESGCM) -> bytes | None:
@@ -409,11 +412,14 @@ def _read_frames(message: bytes, position: int, message_id: bytes, cipher: AESGC
     # Most values are shorter than a frame: their one frame is checked here in one go, by the same
     # rules as the loop below (which reads every other shape, and declines what this does not accept).
     if message.startswith(_ONLY_FRAME_START, position):
-        length = int.from_bytes(message[position + 20 : position + 24], "big")
+        length_field = message[position + 20 : position + 24]
+        length = int.from_bytes(length_field, "big")
         end = position + 24 + length + _TAG_LENGTH
         if length <= FRAME_LENGTH and end == size:
+            # _frame_aad(message_id, True, 1, length), from the length field as it stands (4 bytes, under 2**32)
+            aad = b"".join((message_id, _ONLY_FRAME_AAD_MIDDLE, length_field))
             try:
-                return cipher.decrypt(_frame_iv(1), message[position + 24 : end], _frame_aad(message_id, True, 1, length))
+                return cipher.decrypt(_ONLY_FRAME_IV, message[position + 24 : end], aad)
             except InvalidTag:
                 return None
     chunks = []

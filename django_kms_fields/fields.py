@@ -140,14 +140,19 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
     def field_binding(self) -> crypto.FieldBinding:
         # Remembered per model: a field copied to another model (abstract inheritance) has its own.
         remembered = self.__dict__.get("_field_binding")
-        if remembered is not None and remembered[0] is self.model and remembered[1] == (self.binding, self.name):
-            return remembered[2]
+        if (
+            remembered is not None
+            and remembered[0] is self.model
+            and remembered[1] == self.binding
+            and remembered[2] == self.name
+        ):
+            return remembered[3]
         meta = self.model._meta
         binding = crypto.FieldBinding(
             label=self.binding or f"{meta.label_lower}.{self.name}",
             description=f"{meta.label}.{self.name}",
         )
-        self.__dict__["_field_binding"] = (self.model, (self.binding, self.name), binding)
+        self.__dict__["_field_binding"] = (self.model, self.binding, self.name, binding)
         return binding
 
     def to_plaintext_bytes(self, value: Any) -> bytes:

@@ -29,6 +29,10 @@ from django.db.models.sql.compiler import SQLCompiler
 
 from .queries import EncryptedCol
 
+# asyncio's own test for a running loop without raising when there is none (get_running_loop raises
+# RuntimeError, a cost on every value read outside async code).
+_get_running_loop = asyncio._get_running_loop
+
 if TYPE_CHECKING:
     from .fields import EncryptedField
 
@@ -74,11 +78,19 @@ class DecryptingAttribute(DeferredAttribute):
     def __get__(self, instance: Any, cls: Any = None) -> Any:
         if instance is None:
             return self
-        value = super().__get__(instance, cls)
+        # Runs once per value read: the loaded value straight from __dict__, DeferredAttribute only for
+        # a deferred field (which loads it).
+        try:
+            value = instance.__dict__[self.attname]
+        except KeyError:
+            value = super().__get__(instance, cls)
         if isinstance(value, PendingDecryption):
             # Checked only here, not on every read: a value already decrypted reads at the usual cost.
-            _refuse_on_event_loop(value, instance)
-            value = value.decrypt(pk=instance.pk)
+            if _get_running_loop() is not None:
+                _refuse_on_event_loop(value, instance)
+            # The pk only names the row in an error: read from __dict__ (loaded with every row), not
+            # through Model.pk's property and descriptor.
+            value = value.field.decrypt_message(value.message, instance.__dict__.get(instance._meta.pk.attname))
             instance.__dict__[self.attname] = value
         return value
 
@@ -94,9 +106,7 @@ def _refuse_on_event_loop(pending: PendingDecryption, instance: models.Model) ->
     Refused whether or not the data key happens to be cached, so that code that passes in development
     does not block the loop in production.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if _get_running_loop() is None:
         return
     if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
         return

@@ -50,6 +50,10 @@ logger = logging.getLogger("django_kms_fields")
 _legacy_plaintext_reads: Counter[str] = Counter()
 _legacy_plaintext_lock = threading.Lock()
 
+# Values that are never query expressions: a save tests for one with hasattr(), which costs an
+# exception for a value without the attribute, so these plain types skip the test.
+_VALUE_TYPES = frozenset({str, bytes, bytearray, memoryview, int, float, bool, PendingDecryption})
+
 
 class EncryptedField(BinaryPlaceholderHook, models.Field):
     """The base class of every encrypted field; subclass it for your own encrypted types.
@@ -172,7 +176,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             value = self.get_prep_value(value)
         if value is None:
             return None
-        if hasattr(value, "as_sql"):
+        if type(value) not in _VALUE_TYPES and hasattr(value, "as_sql"):
             self._refuse_unencrypted_expression(value)
             return value
         keyring = conf.get_keyring(self.keyring)
@@ -194,7 +198,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         # as DecimalField or JSONField override this hook with their own preparation of the value.
         if self.searchable:
             searchable.keep_index_in_step(self, value, sys._getframe(1))
-        if hasattr(value, "as_sql"):
+        if type(value) not in _VALUE_TYPES and hasattr(value, "as_sql"):
             self._refuse_unencrypted_expression(value)
             return value
         return self.get_db_prep_value(value, connection, prepared=False)
@@ -264,7 +268,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         value = model_instance.__dict__.get(self.attname)
         if not isinstance(value, PendingDecryption):
             value = super().pre_save(model_instance, add)
-        if hasattr(value, "resolve_expression"):
+        if type(value) not in _VALUE_TYPES and hasattr(value, "resolve_expression"):
             self._refuse_unencrypted_expression(value)
         return value
 

@@ -111,6 +111,13 @@ def _frame_iv(sequence_number: int) -> bytes:
 _FIRST_FRAME_IVS = tuple(bytes(_IV_LENGTH - 4) + number.to_bytes(4, "big") for number in range(64))
 
 
+# How a message of less than a frame continues after its header: its one frame, final, numbered 1.
+_ONLY_FRAME_START = _FINAL_FRAME_MARKER + (1).to_bytes(4, "big") + _frame_iv(1)
+_ONLY_FRAME_IV = _frame_iv(1)
+# Its additional data less the message id before and the length's last 4 bytes after.
+_ONLY_FRAME_AAD_MIDDLE = _FINAL_FRAME_AAD + (1).to_bytes(4, "big") + bytes(4)
+
+
 def _frame_aad(message_id: bytes, final: bool, sequence_number: int, length: int) -> bytes:
     return b"".join(
         (message_id, _FINAL_FRAME_AAD if final else _FRAME_AAD, sequence_number.to_bytes(4, "big"), length.to_bytes(8, "big"))
@@ -203,6 +210,12 @@ def write(
     parts = [header, cipher.encrypt(_HEADER_IV, b"", header)]
     # Full frames, then a final frame of what is left (empty when the length is a multiple of the frame).
     full_frames = len(plaintext) // FRAME_LENGTH
+    if not full_frames:
+        # Most values: their one frame, final, numbered 1, with the pieces made once (as the read's).
+        length_field = len(plaintext).to_bytes(4, "big")
+        aad = b"".join((message_id, _ONLY_FRAME_AAD_MIDDLE, length_field))
+        parts += (_ONLY_FRAME_START, length_field, cipher.encrypt(_ONLY_FRAME_IV, plaintext, aad))
+        return b"".join(parts)
     for index in range(full_frames):
         sequence_number = index + 1
         iv = _frame_iv(sequence_number)
@@ -398,13 +411,6 @@ def read(message: bytes, manager: CryptoMaterialsManager, max_encrypted_data_key
     if plaintext is None:
         return Declined(_ObtainedMaterials(manager, request, materials))
     return plaintext
-
-
-# How a message of less than a frame continues after its header: its one frame, final, numbered 1.
-_ONLY_FRAME_START = _FINAL_FRAME_MARKER + (1).to_bytes(4, "big") + _frame_iv(1)
-_ONLY_FRAME_IV = _frame_iv(1)
-# Its additional data less the message id before and the length's last 4 bytes after.
-_ONLY_FRAME_AAD_MIDDLE = _FINAL_FRAME_AAD + (1).to_bytes(4, "big") + bytes(4)
 
 
 def _read_frames(message: bytes, position: int, message_id: bytes, cipher: AESGCM) -> bytes | None:

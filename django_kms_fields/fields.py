@@ -55,6 +55,15 @@ _legacy_plaintext_lock = threading.Lock()
 _VALUE_TYPES = frozenset({str, bytes, bytearray, memoryview, int, float, bool, PendingDecryption})
 
 
+def _without_plaintext(failure: DecryptionError) -> DecryptionError:
+    """``failure``, raised by ``from_plaintext_bytes``, with nothing that holds or quotes the plaintext
+    left reachable from it: the decoding error it replaced (``from None`` hides it from tracebacks, but
+    it stays attached, and it quotes the plaintext: ``UnicodeDecodeError.object``, ``JSONDecodeError.doc``,
+    ``int()``'s message) and the traceback through the frames that held it."""
+    failure.__context__ = None
+    return failure.with_traceback(None)
+
+
 class EncryptedField(BinaryPlaceholderHook, models.Field):
     """The base class of every encrypted field; subclass it for your own encrypted types.
 
@@ -293,7 +302,14 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         if self.accept_plaintext and not headers.looks_like_message(message):
             return self._legacy_plaintext(message, pk)
         plaintext = crypto.decrypt(message, conf.get_keyring(self.keyring), self.field_binding(), pk=pk)
-        return self.from_plaintext_bytes(plaintext)
+        try:
+            return self.from_plaintext_bytes(plaintext)
+        except DecryptionError as err:
+            failure = err
+        # A valid message whose plaintext this field cannot read (written by another tool, or by another
+        # field class under the same binding): raised out of the except block, without the plaintext.
+        del plaintext
+        raise _without_plaintext(failure)
 
     def _legacy_plaintext(self, stored: bytes, pk: object) -> Any:
         binding = self.field_binding()
@@ -304,7 +320,12 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             binding.description,
             pk,
         )
-        return self.from_plaintext_bytes(stored)
+        try:
+            return self.from_plaintext_bytes(stored)
+        except DecryptionError as err:
+            failure = err
+        del stored
+        raise _without_plaintext(failure)
 
     def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
         if value is None:

@@ -13,8 +13,16 @@ from django.db import connection
 
 from django_kms_fields import fastpath
 from django_kms_fields.exceptions import DecryptionError, KMSRequestError
-from tests.helpers import keyring, message_secrets, regions_of, secrets_reachable_from, stored, write_raw
-from tests.testapp.models import Invoice, Patient
+from tests.helpers import (
+    keyring,
+    message_secrets,
+    regions_of,
+    sdk_message,
+    secrets_reachable_from,
+    stored,
+    write_raw,
+)
+from tests.testapp.models import Invoice, Patient, Typed
 
 pytestmark = pytest.mark.django_db
 
@@ -124,3 +132,48 @@ def test_a_sample_of_hostile_values_through_the_database():
         write_raw(Patient, patient.pk, "ssn", value)
         with pytest.raises((DecryptionError, KMSRequestError)):
             Patient.objects.get(pk=patient.pk).ssn
+
+
+@pytest.mark.parametrize(
+    ("model", "column", "label", "plaintext"),
+    [
+        # Written for the field by anyone who may encrypt under its key (the SDK, the CLI), or left by
+        # a field whose class changed under the same binding: valid messages the field cannot read.
+        (Patient, "ssn", "testapp.patient.ssn", b"\xff\xfe not UTF-8: secret-4242"),
+        (Typed, "e_integer", "testapp.typed.e_integer", b"secret-4242 is no integer"),
+        (Typed, "e_data", "testapp.typed.e_data", b"{secret-4242: no JSON"),
+        (Typed, "e_day", "testapp.typed.e_day", b"secret-4242 is no date"),
+    ],
+)
+def test_a_valid_message_the_field_cannot_read_is_a_decryption_error_that_keeps_no_plaintext(
+    local_kms, keys, model, column, label, plaintext
+):
+    row = model.objects.create(**{column: None}) if model is Typed else model.objects.create(ssn="placeholder")
+    write_raw(model, row.pk, column, sdk_message(local_kms, keys.first, plaintext, {"kms-fields:field": label}))
+
+    with pytest.raises(DecryptionError) as raised:
+        getattr(model.objects.get(pk=row.pk), column)
+
+    assert "secret-4242" not in str(raised.value)
+    # Neither the frames the error passes through nor the decoding error it replaced (whose own
+    # attributes and message quote the plaintext) are reachable from it.
+    assert secrets_reachable_from(raised.value, [plaintext]) == []
+    assert raised.value.__context__ is None and raised.value.__cause__ is None
+
+
+def test_legacy_plaintext_the_field_cannot_read_is_a_decryption_error_that_keeps_no_plaintext(monkeypatch):
+    # A text column moving off plaintext (accept_plaintext=True) that holds bytes which are not UTF-8.
+    monkeypatch.setattr(Patient._meta.get_field("notes"), "accept_plaintext", True)
+    patient = Patient.objects.create(ssn="placeholder")
+    legacy = b"\xff\xfe legacy secret-4242"
+    write_raw(Patient, patient.pk, "notes", legacy)
+
+    with pytest.raises(DecryptionError) as raised:
+        Patient.objects.get(pk=patient.pk).notes
+
+    assert "secret-4242" not in str(raised.value)
+    assert raised.value.__context__ is None
+    # A legacy value is the stored column itself, which the instance and its pending value hold as the
+    # ORM loaded it; no copy of it made while reading (the decoded plaintext) is reachable.
+    reachable = secrets_reachable_from(raised.value, [legacy])
+    assert [place for place in reachable if place.endswith((" local stored", " local plaintext"))] == []

@@ -50,10 +50,6 @@ logger = logging.getLogger("django_kms_fields")
 _legacy_plaintext_reads: Counter[str] = Counter()
 _legacy_plaintext_lock = threading.Lock()
 
-# Values that are never query expressions: a save tests for one with hasattr(), which costs an
-# exception for a value without the attribute, so these plain types skip the test.
-_VALUE_TYPES = frozenset({str, bytes, bytearray, memoryview, int, float, bool, PendingDecryption})
-
 
 def _without_plaintext(failure: DecryptionError) -> DecryptionError:
     """``failure``, raised by ``from_plaintext_bytes``, with nothing that holds or quotes the plaintext
@@ -185,7 +181,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             value = self.get_prep_value(value)
         if value is None:
             return None
-        if type(value) not in _VALUE_TYPES and hasattr(value, "as_sql"):
+        if hasattr(value, "as_sql"):
             self._refuse_unencrypted_expression(value)
             return value
         keyring = conf.get_keyring(self.keyring)
@@ -207,7 +203,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         # as DecimalField or JSONField override this hook with their own preparation of the value.
         if self.searchable:
             searchable.keep_index_in_step(self, value, sys._getframe(1))
-        if type(value) not in _VALUE_TYPES and hasattr(value, "as_sql"):
+        if hasattr(value, "as_sql"):
             self._refuse_unencrypted_expression(value)
             return value
         return self.get_db_prep_value(value, connection, prepared=False)
@@ -277,7 +273,7 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         value = model_instance.__dict__.get(self.attname)
         if not isinstance(value, PendingDecryption):
             value = super().pre_save(model_instance, add)
-        if type(value) not in _VALUE_TYPES and hasattr(value, "resolve_expression"):
+        if hasattr(value, "resolve_expression"):
             self._refuse_unencrypted_expression(value)
         return value
 

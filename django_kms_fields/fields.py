@@ -51,15 +51,6 @@ _legacy_plaintext_reads: Counter[str] = Counter()
 _legacy_plaintext_lock = threading.Lock()
 
 
-def _without_plaintext(failure: DecryptionError) -> DecryptionError:
-    """``failure``, raised by ``from_plaintext_bytes``, with nothing that holds or quotes the plaintext
-    left reachable from it: the decoding error it replaced (``from None`` hides it from tracebacks, but
-    it stays attached, and it quotes the plaintext: ``UnicodeDecodeError.object``, ``JSONDecodeError.doc``,
-    ``int()``'s message) and the traceback through the frames that held it."""
-    failure.__context__ = None
-    return failure.with_traceback(None)
-
-
 class EncryptedField(BinaryPlaceholderHook, models.Field):
     """The base class of every encrypted field; subclass it for your own encrypted types.
 
@@ -300,12 +291,12 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         plaintext = crypto.decrypt(message, conf.get_keyring(self.keyring), self.field_binding(), pk=pk)
         try:
             return self.from_plaintext_bytes(plaintext)
-        except DecryptionError as err:
-            failure = err
+        except Exception as err:  # a subclass's parser may raise anything, quoting what it could not parse
+            failure = self._unreadable(err, pk)
         # A valid message whose plaintext this field cannot read (written by another tool, or by another
         # field class under the same binding): raised out of the except block, without the plaintext.
         del plaintext
-        raise _without_plaintext(failure)
+        raise failure
 
     def _legacy_plaintext(self, stored: bytes, pk: object) -> Any:
         binding = self.field_binding()
@@ -318,10 +309,28 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         )
         try:
             return self.from_plaintext_bytes(stored)
-        except DecryptionError as err:
-            failure = err
-        del stored
-        raise _without_plaintext(failure)
+        except Exception as err:
+            failure = self._unreadable(err, pk)
+        del stored  # the column's own bytes, which the instance holds anyway: no further copy in a frame
+        raise failure
+
+    def _unreadable(self, error: Exception, pk: object) -> DecryptionError:
+        """A new ``DecryptionError`` for a plaintext ``from_plaintext_bytes`` could not read, naming the row.
+
+        New, so that nothing that quotes the plaintext or holds it is reachable from it: not the parser's
+        own error (``UnicodeDecodeError.object``, ``JSONDecodeError.doc`` and ``int()``'s message quote
+        it), even as the hidden context of ``raise ... from None``, and not the traceback through the
+        frames that held the plaintext.
+        """
+        field = f"{self.model._meta.label}.{self.name}"
+        where = field if pk is None else f"{field} (pk={pk!r})"
+        if isinstance(error, DecryptionError):
+            reason = str(error).removeprefix(f"{field}: ")
+            return DecryptionError(f"{where}: {reason}", code=error.code)
+        return DecryptionError(
+            f"{where}: the decrypted value cannot be read as this field's value ({type(error).__name__}).",
+            code=type(error).__name__,
+        )
 
     def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
         if value is None:

@@ -22,7 +22,7 @@ from tests.helpers import (
     stored,
     write_raw,
 )
-from tests.testapp.models import Invoice, Patient, Typed
+from tests.testapp.models import Device, Invoice, Patient, Typed
 
 pytestmark = pytest.mark.django_db
 
@@ -143,18 +143,21 @@ def test_a_sample_of_hostile_values_through_the_database():
         (Typed, "e_integer", "testapp.typed.e_integer", b"secret-4242 is no integer"),
         (Typed, "e_data", "testapp.typed.e_data", b"{secret-4242: no JSON"),
         (Typed, "e_day", "testapp.typed.e_day", b"secret-4242 is no date"),
+        # A user's own type (the README's UUID field), whose parser raises ValueError.
+        (Device, "serial", "testapp.device.serial", b"secret-4242: 16 bytes? no"),
     ],
 )
 def test_a_valid_message_the_field_cannot_read_is_a_decryption_error_that_keeps_no_plaintext(
     local_kms, keys, model, column, label, plaintext
 ):
-    row = model.objects.create(**{column: None}) if model is Typed else model.objects.create(ssn="placeholder")
+    row = model.objects.create(ssn="placeholder") if model is Patient else model.objects.create(**{column: None})
     write_raw(model, row.pk, column, sdk_message(local_kms, keys.first, plaintext, {"kms-fields:field": label}))
 
     with pytest.raises(DecryptionError) as raised:
         getattr(model.objects.get(pk=row.pk), column)
 
     assert "secret-4242" not in str(raised.value)
+    assert f"(pk={row.pk!r})" in str(raised.value)
     # Neither the frames the error passes through nor the decoding error it replaced (whose own
     # attributes and message quote the plaintext) are reachable from it.
     assert secrets_reachable_from(raised.value, [plaintext]) == []

@@ -29,8 +29,8 @@ from django.db.models.sql.compiler import SQLCompiler
 
 from .queries import EncryptedCol
 
-# asyncio's own test for a running loop without raising when there is none (get_running_loop raises
-# RuntimeError, a cost on every value read outside async code).
+# asyncio's own test for a running loop, which answers None when there is none: get_running_loop()
+# raises RuntimeError instead, a cost on the first read of every loaded value outside async code.
 _get_running_loop = asyncio._get_running_loop
 
 if TYPE_CHECKING:
@@ -88,9 +88,7 @@ class DecryptingAttribute(DeferredAttribute):
             # Checked only here, not on every read: a value already decrypted reads at the usual cost.
             if _get_running_loop() is not None:
                 _refuse_on_event_loop(value, instance)
-            # The pk only names the row in an error: read from __dict__ (loaded with every row), not
-            # through Model.pk's property and descriptor.
-            value = value.field.decrypt_message(value.message, instance.__dict__.get(instance._meta.pk.attname))
+            value = value.field.decrypt_message(value.message, _pk_of(instance))
             instance.__dict__[self.attname] = value
         return value
 
@@ -98,6 +96,16 @@ class DecryptingAttribute(DeferredAttribute):
     # Model.__init__ calls this for every row loaded.
     def __set__(self, instance: Any, value: Any) -> None:
         instance.__dict__[self.attname] = value
+
+
+def _pk_of(instance: models.Model) -> Any:
+    """The pk, which only names the row in an error: from ``__dict__``, where a loaded row has it, rather
+    than through ``Model.pk``'s property and descriptor on every first read; ``Model.pk`` for a composite
+    primary key (Django 5.2+), which is no attribute of its own."""
+    try:
+        return instance.__dict__[instance._meta.pk.attname]
+    except KeyError:
+        return instance.pk
 
 
 def _refuse_on_event_loop(pending: PendingDecryption, instance: models.Model) -> None:

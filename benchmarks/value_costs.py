@@ -132,9 +132,9 @@ def main() -> None:
     for kind, name, microseconds in results:
         print(f"| {kind} | {name} | {microseconds:.1f} |")
     max_messages = keyring.cache.max_messages
-    print(f"| write | GenerateDataKey through moto, {generate_ms:.1f} ms, once per {max_messages} values | "
+    print(f"| write | a save that makes a GenerateDataKey through moto, {generate_ms:.1f} ms, once per {max_messages} values | "
           f"{generate_ms * 1000 / max_messages:.1f} |")
-    print(f"| read | Decrypt through moto, {decrypt_ms:.1f} ms, once per data key, that is per {max_messages} values "
+    print(f"| read | a read that makes a Decrypt through moto, {decrypt_ms:.1f} ms, once per data key, that is per {max_messages} values "
           f"written | {decrypt_ms * 1000 / max_messages:.1f} |")
 
 

@@ -43,14 +43,11 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
         # reused while the entry lives.
         self._decryption_keys_by_request: dict[int, tuple[Any, bytes]] = {}
 
-    def _remembered(self, memo: dict[Any, bytes], memo_key: Any, build: Any) -> bytes:
-        cache_key = memo.get(memo_key)
-        if cache_key is None:
-            cache_key = build()
-            if len(memo) >= _MEMO_SIZE:
-                memo.clear()
-            memo[memo_key] = cache_key
-        return cache_key
+    @staticmethod
+    def _remember(memo: dict[Any, bytes], memo_key: Any, cache_key: bytes) -> None:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[memo_key] = cache_key
 
     def get_encryption_materials(self, request):  # type: ignore[no-untyped-def]
         # CachingCryptoMaterialsManager.get_encryption_materials (aws-encryption-sdk 4.0.x), with the
@@ -90,11 +87,8 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
             # Checked once per memo entry: the memo key names the suite.
             if algorithm is not None and not algorithm.safe_to_cache():
                 raise ValueError(f"{algorithm.name} is not safe to cache: ask get_encryption_materials")
-            cache_key = self._remembered(
-                self._encryption_keys,
-                memo_key,
-                lambda: build_encryption_materials_cache_key(partition=self.partition_name, request=inner_request()),
-            )
+            cache_key = build_encryption_materials_cache_key(partition=self.partition_name, request=inner_request())
+            self._remember(self._encryption_keys, memo_key, cache_key)
         try:
             cache_entry = self.cache.get_encryption_materials(cache_key=cache_key, plaintext_length=plaintext_length)
         except CacheKeyError:
@@ -130,11 +124,8 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
             )
             cache_key = self._decryption_keys.get(memo_key)
             if cache_key is None:
-                cache_key = self._remembered(
-                    self._decryption_keys,
-                    memo_key,
-                    lambda: build_decryption_materials_cache_key(partition=self.partition_name, request=request),
-                )
+                cache_key = build_decryption_materials_cache_key(partition=self.partition_name, request=request)
+                self._remember(self._decryption_keys, memo_key, cache_key)
                 # By identity only here, where the parts were new: the SDK's path builds a new request
                 # per message, which would only push the fast path's requests out.
                 if len(self._decryption_keys_by_request) >= _MEMO_SIZE:

@@ -211,7 +211,7 @@ def write(
     # Full frames, then a final frame of what is left (empty when the length is a multiple of the frame).
     full_frames = len(plaintext) // FRAME_LENGTH
     if not full_frames:
-        # Most values: their one frame, final, numbered 1, with the pieces made once (as the read's).
+        # Most values are shorter than a frame: their one final frame from pieces made once, not the loop.
         length_field = len(plaintext).to_bytes(4, "big")
         aad = b"".join((message_id, _ONLY_FRAME_AAD_MIDDLE, length_field))
         parts += (_ONLY_FRAME_START, length_field, cipher.encrypt(_ONLY_FRAME_IV, plaintext, aad))
@@ -422,7 +422,8 @@ def _read_frames(message: bytes, position: int, message_id: bytes, cipher: AESGC
         length = int.from_bytes(length_field, "big")
         end = position + 24 + length + _TAG_LENGTH
         if length <= FRAME_LENGTH and end == size:
-            # _frame_aad(message_id, True, 1, length), from the length field as it stands (4 bytes, under 2**32)
+            # _frame_aad(message_id, True, 1, length) without its integer conversions: the 8-byte length
+            # is 4 zero bytes and the 4-byte field, as a frame never exceeds 2**32 bytes.
             aad = b"".join((message_id, _ONLY_FRAME_AAD_MIDDLE, length_field))
             try:
                 return cipher.decrypt(_ONLY_FRAME_IV, message[position + 24 : end], aad)

@@ -277,7 +277,8 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
         """
         if isinstance(message, str):
             if self.accept_plaintext:
-                return self._legacy_plaintext(message.encode("utf-8"), pk)
+                self._count_legacy_read(pk)
+                return self._value_of(message.encode("utf-8"), pk)
             where = f"{self.model._meta.label}.{self.name}" + ("" if pk is None else f" (pk={pk!r})")
             raise DecryptionError(
                 f"{where}: the column holds text, not an encrypted message; was it converted from a text "
@@ -287,18 +288,13 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             )
         message = bytes(message)
         if self.accept_plaintext and not headers.looks_like_message(message):
-            return self._legacy_plaintext(message, pk)
-        plaintext = crypto.decrypt(message, conf.get_keyring(self.keyring), self.field_binding(), pk=pk)
-        try:
-            return self.from_plaintext_bytes(plaintext)
-        except Exception as err:  # a subclass's parser may raise anything, quoting what it could not parse
-            failure = self._unreadable(err, pk)
-        # A valid message whose plaintext this field cannot read (written by another tool, or by another
-        # field class under the same binding): raised out of the except block, without the plaintext.
-        del plaintext
-        raise failure
+            self._count_legacy_read(pk)
+            return self._value_of(message, pk)
+        keyring, binding = conf.get_keyring(self.keyring), self.field_binding()
+        # The plaintext is passed on, never held here: this frame is in the traceback of a failure to read it.
+        return self._value_of(crypto.decrypt(message, keyring, binding, pk=pk), pk)
 
-    def _legacy_plaintext(self, stored: bytes, pk: object) -> Any:
+    def _count_legacy_read(self, pk: object) -> None:
         binding = self.field_binding()
         with _legacy_plaintext_lock:
             _legacy_plaintext_reads[binding.label] += 1
@@ -307,29 +303,28 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             binding.description,
             pk,
         )
-        try:
-            return self.from_plaintext_bytes(stored)
-        except Exception as err:
-            failure = self._unreadable(err, pk)
-        del stored  # the column's own bytes, which the instance holds anyway: no further copy in a frame
-        raise failure
 
-    def _unreadable(self, error: Exception, pk: object) -> DecryptionError:
-        """A new ``DecryptionError`` for a plaintext ``from_plaintext_bytes`` could not read, naming the row.
+    def _value_of(self, plaintext: bytes, pk: object) -> Any:
+        """``from_plaintext_bytes(plaintext)``; for a plaintext it cannot read (a message written by another
+        tool, or by another field class under the same binding), a new ``DecryptionError`` naming the row.
 
-        New, so that nothing that quotes the plaintext or holds it is reachable from it: not the parser's
-        own error (``UnicodeDecodeError.object``, ``JSONDecodeError.doc`` and ``int()``'s message quote
-        it), even as the hidden context of ``raise ... from None``, and not the traceback through the
-        frames that held the plaintext.
+        New, and raised out of the except block with the plaintext deleted, so that nothing that quotes or
+        holds the plaintext is reachable from it: not the parser's own error (``UnicodeDecodeError.object``,
+        ``JSONDecodeError.doc`` and ``int()``'s message quote it), even as the hidden context of
+        ``raise ... from None``, and no frame that held the plaintext. A subclass's parser may raise anything.
         """
+        try:
+            return self.from_plaintext_bytes(plaintext)
+        except Exception as err:
+            error_name, error_code = type(err).__name__, getattr(err, "code", None)
+            reason = str(err) if isinstance(err, DecryptionError) else None
+        del plaintext
         field = f"{self.model._meta.label}.{self.name}"
         where = field if pk is None else f"{field} (pk={pk!r})"
-        if isinstance(error, DecryptionError):
-            reason = str(error).removeprefix(f"{field}: ")
-            return DecryptionError(f"{where}: {reason}", code=error.code)
-        return DecryptionError(
-            f"{where}: the decrypted value cannot be read as this field's value ({type(error).__name__}).",
-            code=type(error).__name__,
+        if reason is not None:
+            raise DecryptionError(f"{where}: {reason.removeprefix(f'{field}: ')}", code=error_code)
+        raise DecryptionError(
+            f"{where}: the decrypted value cannot be read as this field's value ({error_name}).", code=error_name
         )
 
     def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:

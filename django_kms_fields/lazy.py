@@ -86,9 +86,8 @@ class DecryptingAttribute(DeferredAttribute):
             value = super().__get__(instance, cls)
         if isinstance(value, PendingDecryption):
             # Checked only here, not on every read: a value already decrypted reads at the usual cost.
-            if _get_running_loop() is not None:
-                _refuse_on_event_loop(value, instance)
-            value = value.field.decrypt_message(value.message, _pk_of(instance))
+            _refuse_on_event_loop(value, instance)
+            value = value.decrypt(_pk_of(instance))
             instance.__dict__[self.attname] = value
         return value
 

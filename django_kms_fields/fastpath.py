@@ -210,12 +210,6 @@ def write(
     parts = [header, cipher.encrypt(_HEADER_IV, b"", header)]
     # Full frames, then a final frame of what is left (empty when the length is a multiple of the frame).
     full_frames = len(plaintext) // FRAME_LENGTH
-    if not full_frames:
-        # Most values are shorter than a frame: their one final frame from pieces made once, not the loop.
-        length_field = len(plaintext).to_bytes(4, "big")
-        aad = b"".join((message_id, _ONLY_FRAME_AAD_MIDDLE, length_field))
-        parts += (_ONLY_FRAME_START, length_field, cipher.encrypt(_ONLY_FRAME_IV, plaintext, aad))
-        return b"".join(parts)
     for index in range(full_frames):
         sequence_number = index + 1
         iv = _frame_iv(sequence_number)

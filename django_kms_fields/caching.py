@@ -44,10 +44,10 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
         self._decryption_keys_by_request: dict[int, tuple[Any, bytes]] = {}
 
     @staticmethod
-    def _remember(memo: dict[Any, bytes], memo_key: Any, cache_key: bytes) -> None:
+    def _remember(memo: dict[Any, Any], memo_key: Any, remembered: Any) -> None:
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
-        memo[memo_key] = cache_key
+        memo[memo_key] = remembered
 
     def get_encryption_materials(self, request):  # type: ignore[no-untyped-def]
         # CachingCryptoMaterialsManager.get_encryption_materials (aws-encryption-sdk 4.0.x), with the
@@ -128,9 +128,7 @@ class RememberingCachingMaterialsManager(CachingCryptoMaterialsManager):
                 self._remember(self._decryption_keys, memo_key, cache_key)
                 # By identity only here, where the parts were new: the SDK's path builds a new request
                 # per message, which would only push the fast path's requests out.
-                if len(self._decryption_keys_by_request) >= _MEMO_SIZE:
-                    self._decryption_keys_by_request.clear()
-                self._decryption_keys_by_request[id(request)] = (request, cache_key)
+                self._remember(self._decryption_keys_by_request, id(request), (request, cache_key))
         try:
             cache_entry = self.cache.get_decryption_materials(cache_key)
         except CacheKeyError:

@@ -22,20 +22,19 @@ EQUALITY_LOOKUPS = ("exact", "iexact", "in")
 
 def lookup_refusal(field: models.Field, lookup_name: str) -> EncryptedLookupError:
     """The error for a lookup (or transform) named ``lookup_name`` on the encrypted ``field``."""
+    instead = "Filter on another column, or compare the decrypted values in Python."
     if getattr(field, "searchable", False):
         answered = (
             "only 'exact', 'in', 'isnull' and, with a case-folding search_normalizer, 'iexact' are: its blind "
             "index answers equality and nothing else"
         )
-        instead = "Filter on another column, or compare the decrypted values in Python."
     else:
         answered = "only 'isnull' is"
-        instead = (
-            "Declare the field with searchable=True to find rows by an equal value through a blind index, or "
-            "filter on another column."
-            if lookup_name in EQUALITY_LOOKUPS
-            else "Filter on another column, or compare the decrypted values in Python."
-        )
+        if lookup_name in EQUALITY_LOOKUPS:
+            instead = (
+                "Declare the field with searchable=True to find rows by an equal value through a blind index, "
+                "or filter on another column."
+            )
     return EncryptedLookupError(
         f"{field.model._meta.label}.{field.name} is encrypted, so the database cannot compare its contents: "
         f"the '{lookup_name}' lookup is not supported ({answered}). Each value is encrypted with its own data "

@@ -4,17 +4,22 @@
                          [--rounds 5]
 
 Contenders: a plain TextField; this app with data-key caching (the default); the same with the fast
-path off (every message through the SDK's streams, as before issue 14); this app without caching
+path off (every message through the SDK's streams, as before issue 14); the same field with only the
+steps issue 14's rules require and no layer between them (``benchmarks.floor``: a floor, not the
+product); this app without caching
 (one KMS call per value, as the KMS-backed Django field packages do); django-fernet-encrypted-fields
 (a local key, no KMS). KMS is moto's server on 127.0.0.1 behind the test suite's loopback front, which
 adds the stated latency to every KMS request. The database is in-memory SQLite, so that the figures
 show what the fields cost rather than the disk's fsync; ``--database PATH`` uses a SQLite file instead.
-Last, equality search through a blind index against an indexed plaintext column (``benchmarks.search``).
+Then one value step by step (``benchmarks.value_costs``), and what issue 14's targets leave once the
+rules are paid for; last, equality search through a blind index against an indexed plaintext column
+(``benchmarks.search``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import platform
@@ -25,6 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VALUE = "0123456789abcdef0123456789abcdef"  # 32 characters
+# The scenarios issue 14 sets a target for (at most 1.5x Fernet's time), and whether their values are written.
+SCENARIOS = {"save": "write", "bulk_create": "write", "load_read": "read"}
+TARGET = 1.5
+NO_LAYERS = "kms-fields, cached, no layers (floor)"
 
 
 def positive(text: str) -> int:
@@ -76,34 +85,56 @@ def warm_up(model) -> None:
         clients.kms_client(conf.get_keyring(field.keyring), "eu-west-1")
 
 
-def run_scenarios(model, saves: int, rows: int, kms_calls: Counter, fast_path: bool = True) -> dict[str, float]:
+class KMSLog:
+    """What the app's ``kms_call`` signal reported: the calls by operation, and the seconds they took."""
+
+    def __init__(self) -> None:
+        self.calls: Counter = Counter()
+        self.seconds = 0.0
+
+    def record(self, sender, operation: str, duration: float, **kwargs) -> None:
+        self.calls[operation] += 1
+        self.seconds += duration
+
+
+def run_scenarios(model, saves: int, rows: int, kms_log: KMSLog, mode: str = "app") -> dict[str, float]:
+    """The scenarios on ``model``; ``mode``: "app", "fast path off", or "no layers" (``benchmarks.floor``)."""
+    from benchmarks import floor
     from django_kms_fields import fastpath
 
-    fastpath.ENABLED = fast_path
+    fastpath.ENABLED = mode != "fast path off"
     try:
-        return _run_scenarios(model, saves, rows, kms_calls)
+        with floor.installed(model) if mode == "no layers" else contextlib.nullcontext():
+            return _run_scenarios(model, saves, rows, kms_log)
     finally:
         fastpath.ENABLED = True
 
 
-def _run_scenarios(model, saves: int, rows: int, kms_calls: Counter) -> dict[str, float]:
+def _run_scenarios(model, saves: int, rows: int, kms_log: KMSLog) -> dict[str, float]:
     from django.db import connection
 
     model.objects.all().delete()
     warm_up(model)
     results: dict[str, float] = {}
-    kms_calls.clear()
-    results["save"] = timed(lambda: [model.objects.create(value=VALUE) for _ in range(saves)])
+    kms_log.calls.clear()
+
+    def scenario(name: str, function) -> None:
+        """Times ``function`` as ``name``, and the KMS calls it made as ``kms_seconds_<name>``."""
+        kms_log.seconds = 0.0
+        results[name] = timed(function)
+        results[f"kms_seconds_{name}"] = kms_log.seconds
+
+    scenario("save", lambda: [model.objects.create(value=VALUE) for _ in range(saves)])
     model.objects.all().delete()
-    results["bulk_create"] = timed(lambda: model.objects.bulk_create([model(value=VALUE) for _ in range(rows)], batch_size=1000))
-    results["load_read"] = timed(lambda: [row.value for row in model.objects.all()])
+    scenario("bulk_create", lambda: model.objects.bulk_create([model(value=VALUE) for _ in range(rows)], batch_size=1000))
+    scenario("load_read", lambda: [row.value for row in model.objects.all()])
     # No KMS call in this one, so it is cheap to repeat: best of three, like the per-value timings.
     results["load_only"] = min(timed(lambda: list(model.objects.all())) for _ in range(3))
     table = connection.ops.quote_name(model._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT AVG(LENGTH(value)) FROM {table}")
         results["bytes"] = float(cursor.fetchone()[0])
-    results["kms_calls"] = sum(kms_calls.values())
+    results["kms_calls"] = sum(kms_log.calls.values())
     return results
 
 
@@ -192,23 +223,25 @@ def main() -> None:
     django.setup()
     from django.db import connection
 
+    from benchmarks import value_costs
     from benchmarks.benchapp.models import CachedRow, FernetRow, PlainRow, UncachedRow
     from django_kms_fields import conf
     from django_kms_fields.signals import kms_call
 
-    # name -> (model, fast path on)
+    # name -> (model, mode: see run_scenarios)
     contenders = {
-        "plain TextField": (PlainRow, True),
-        "kms-fields, cached": (CachedRow, True),
-        "kms-fields, cached, fast path off": (CachedRow, False),
-        "kms-fields, uncached": (UncachedRow, True),
-        "fernet (local key)": (FernetRow, True),
+        "plain TextField": (PlainRow, "app"),
+        "kms-fields, cached": (CachedRow, "app"),
+        "kms-fields, cached, fast path off": (CachedRow, "fast path off"),
+        NO_LAYERS: (CachedRow, "no layers"),
+        "kms-fields, uncached": (UncachedRow, "app"),
+        "fernet (local key)": (FernetRow, "app"),
     }
     with connection.schema_editor() as editor:
-        for model in {model for model, _fast in contenders.values()}:
+        for model in {model for model, _mode in contenders.values()}:
             editor.create_model(model)
-    kms_calls: Counter = Counter()
-    kms_call.connect(lambda sender, operation, **kw: kms_calls.update([operation]), weak=False)
+    kms_log = KMSLog()
+    kms_call.connect(kms_log.record, weak=False)
 
     results: dict[tuple[str, float], dict[str, float]] = {}
     for latency in latencies:
@@ -216,21 +249,24 @@ def main() -> None:
         # Round after round, each contender in turn, so that a slow spell of this shared machine hits
         # them all; each scenario keeps its best round. Every round starts cold, as the first did.
         for round_number in range(args.rounds if latency == latencies[0] else 1):
-            for name, (model, fast_path) in contenders.items():
-                if latency != latencies[0] and (model in (PlainRow, FernetRow) or not fast_path):
-                    continue  # no KMS involved, or no KMS difference to the fast path: measured once
+            for name, (model, mode) in contenders.items():
+                if latency != latencies[0] and (model in (PlainRow, FernetRow) or mode != "app"):
+                    continue  # no KMS involved, or no KMS difference to the app's: measured once
                 if round_number and model is UncachedRow:
                     continue  # one KMS round trip per value: minutes a round, and its ratio has room
                 conf.reset()  # every contender starts with empty caches and fresh clients
                 print(f"  running {name} at {latency:g} ms, round {round_number + 1} ...", file=sys.stderr, flush=True)
-                outcome = run_scenarios(model, args.saves, args.rows, kms_calls, fast_path)
+                outcome = run_scenarios(model, args.saves, args.rows, kms_log, mode)
                 best = results.setdefault((name, latency), outcome)
-                for key in ("save", "bulk_create", "load_read", "load_only"):
+                for key in ("save", "bulk_create", "load_read", "load_only", *(f"kms_seconds_{key}" for key in SCENARIOS)):
                     best[key] = min(best[key], outcome[key])
     front.set_fault(Fault(kind="pass"))
     conf.reset()
     print("  running the per-value timing ...", file=sys.stderr, flush=True)
     micro = micro_benchmark(key_arn, front.endpoint, args.micro)
+    conf.reset()
+    print("  timing one value step by step ...", file=sys.stderr, flush=True)
+    costs = value_costs.measure(rounds=15)
     search_results = None
     if args.search_rows:
         from benchmarks import search
@@ -241,6 +277,8 @@ def main() -> None:
     local_kms.stop()
 
     print_report(args, latencies, results, micro)
+    print("\n" + "\n".join(floor_report(args, results, latencies[0], costs)))
+    print("\n" + "\n".join(value_costs.report(costs)))
     if search_results is not None:
         print("\n".join(search.report(search_results)))
 
@@ -314,6 +352,43 @@ def print_report(args, latencies, results, micro) -> None:
         f"aws-encryption-sdk {aws_encryption_sdk.__version__}; SQLite {__import__('sqlite3').sqlite_version} "
         f"({'in memory' if args.database == ':memory:' else args.database})."
     )
+
+
+def floor_report(args, results: dict, latency: float, costs) -> list[str]:
+    """Per row, what issue 14's target allows, against what its rules alone cost, from this run.
+
+    Two floors. "no layers" is the contender of ``benchmarks.floor``: the required steps and nothing
+    between them, measured in the scenario itself. "sum of parts" is a lower bound on paper: the plain
+    column's row (the ORM's work), this run's KMS calls (the counts the SDK's cache makes) and each
+    value's required steps timed on their own (``benchmarks.value_costs``: warm, best round). When a
+    floor is above what the target allows, no trimming of the app's layers reaches the target.
+    """
+    plain, cached = results[("plain TextField", latency)], results[("kms-fields, cached", latency)]
+    no_layers, fernet = results[(NO_LAYERS, latency)], results[("fernet (local key)", latency)]
+    counts = {"save": args.saves, "bulk_create": args.rows, "load_read": args.rows}
+    lines = [
+        f"## What the rules leave (issue 14): µs per row, {latency:g} ms KMS latency, best of {args.rounds} rounds", "",
+        "| scenario | Fernet | allowed (1.5x Fernet) | this app | no layers (floor, measured) | sum of parts "
+        "(plain row + KMS calls + required steps) | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, kind in SCENARIOS.items():
+        per_row = 1e6 / counts[key]
+        allowed = TARGET * fernet[key] * per_row
+        app, floor = cached[key] * per_row, no_layers[key] * per_row
+        plain_row, kms_row = plain[key] * per_row, cached[f"kms_seconds_{key}"] * per_row
+        required = costs.required_microseconds(kind)
+        if app <= allowed:
+            verdict = "met"
+        elif floor > allowed:
+            verdict = "out of reach: the floor is above it"
+        else:
+            verdict = f"{app - allowed:.1f} of the app's {app - floor:.1f} µs above the floor would have to go"
+        lines.append(
+            f"| {key} | {fernet[key] * per_row:.1f} | {allowed:.1f} | {app:.1f} | {floor:.1f} | "
+            f"{plain_row + kms_row + required:.1f} = {plain_row:.1f} + {kms_row:.1f} + {required:.1f} | {verdict} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 
 from benchmarks.__main__ import VALUE, positive, start_kms
 
@@ -23,11 +24,11 @@ ROUND = 500  # values per round: within one cache entry
 
 
 def best_microseconds(steps, rounds: int) -> list[float]:
-    """Per step, its best round's time per value; the rounds go round the steps, so that a slow spell
-    of the machine hits them all."""
+    """Per (step, before each round), its best round's time per value; the rounds go round the steps,
+    so that a slow spell of the machine hits them all."""
     best = [float("inf")] * len(steps)
     for _ in range(rounds):
-        for index, (_kind, _name, step, before_round) in enumerate(steps):
+        for index, (step, before_round) in enumerate(steps):
             if before_round is not None:
                 before_round()
             started = time.perf_counter()
@@ -47,6 +48,28 @@ def main() -> None:
     import django
 
     django.setup()
+    costs = measure(rounds)
+    front.stop()
+    local_kms.stop()
+    print("\n".join(report(costs)))
+
+
+@dataclass
+class ValueCosts:
+    rounds: int
+    steps: list[tuple[str, str, float, bool]]  # kind, step, microseconds, whether the rules require it
+    generate_ms: float  # one GenerateDataKey, through the field
+    decrypt_ms: float  # one Decrypt, through the field
+    max_messages: int
+
+    def required_microseconds(self, kind: str) -> float:
+        """What the rules alone cost a value: the format's cryptography and the data-key cache, no KMS."""
+        return sum(microseconds for step_kind, _name, microseconds, required in self.steps
+                   if step_kind == kind and required)
+
+
+def measure(rounds: int) -> ValueCosts:
+    """The steps of one value, timed; Django set up with ``benchmarks.settings``, its KMS running."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from django.db import connections
 
@@ -94,48 +117,58 @@ def main() -> None:
     def cached_read_key() -> None:
         bound.decrypt_materials(request)  # refilled when a write round emptied the cache
 
+    # (kind, step, the step, before each round, whether the rules require it of every value)
     steps = [
-        ("write", "message id: os.urandom(32)", lambda: os.urandom(32), None),
-        ("write", "HKDF-SHA512: derived key and key commitment", lambda: fastpath._keys(data_key, message_id), None),
-        ("write", "AES-GCM: key set-up", lambda: AESGCM(derived), None),
+        ("write", "message id: os.urandom(32)", lambda: os.urandom(32), None, True),
+        ("write", "HKDF-SHA512: derived key and key commitment", lambda: fastpath._keys(data_key, message_id), None, True),
+        ("write", "AES-GCM: key set-up", lambda: AESGCM(derived), None, True),
         ("write", "AES-GCM: header tag and one frame",
          lambda: (cipher.encrypt(bytes(12), b"", header), cipher.encrypt(fastpath._frame_iv(1), plaintext, frame_aad)),
-         None),
+         None, True),
         ("write", "data key from the cache (a hit, counted against its entry)",
          lambda: manager.encryption_materials_for_length(context, 32, fastpath.SUITE, fastpath.FRAME_LENGTH,
-                                                         fastpath.COMMITMENT_POLICY), fresh_entry),
-        ("write", "whole: fastpath.write", lambda: fastpath.write(plaintext, manager, context, 10), fresh_entry),
+                                                         fastpath.COMMITMENT_POLICY), fresh_entry, True),
+        ("write", "whole: fastpath.write", lambda: fastpath.write(plaintext, manager, context, 10), fresh_entry, False),
         ("write", "whole: the field's save hook (get_db_prep_save)",
-         lambda: field.get_db_prep_save(VALUE, connection), fresh_entry),
-        ("write", "Fernet's field: get_db_prep_save", lambda: fernet_field.get_db_prep_save(VALUE, connection), None),
-        ("read", "header parsed (fastpath._parsed_header)", lambda: fastpath._parsed_header(message, 10), None),
-        ("read", "data key from the cache (a hit)", lambda: bound.decrypt_materials(request), cached_read_key),
-        ("read", "HKDF-SHA512: derived key and key commitment", lambda: fastpath._keys(data_key, message_id), None),
-        ("read", "AES-GCM: key set-up", lambda: AESGCM(derived), None),
+         lambda: field.get_db_prep_save(VALUE, connection), fresh_entry, False),
+        ("write", "Fernet's field: get_db_prep_save", lambda: fernet_field.get_db_prep_save(VALUE, connection), None,
+         False),
+        ("read", "header parsed (fastpath._parsed_header)", lambda: fastpath._parsed_header(message, 10), None, True),
+        ("read", "data key from the cache (a hit)", lambda: bound.decrypt_materials(request), cached_read_key, True),
+        ("read", "HKDF-SHA512: derived key and key commitment", lambda: fastpath._keys(data_key, message_id), None, True),
+        ("read", "AES-GCM: key set-up", lambda: AESGCM(derived), None, True),
         ("read", "AES-GCM: header tag and one frame",
          lambda: (cipher.decrypt(bytes(12), header_tag, header), cipher.decrypt(fastpath._frame_iv(1), frame, frame_aad)),
-         None),
-        ("read", "whole: fastpath.read", lambda: fastpath.read(message, bound, 10), cached_read_key),
-        ("read", "whole: the field's read (decrypt_message)", lambda: field.decrypt_message(message), cached_read_key),
+         None, True),
+        ("read", "whole: fastpath.read", lambda: fastpath.read(message, bound, 10), cached_read_key, False),
+        ("read", "whole: the field's read (decrypt_message)", lambda: field.decrypt_message(message), cached_read_key,
+         False),
         ("read", "Fernet's field: from_db_value", lambda: fernet_field.from_db_value(fernet_stored, None, connection),
-         None),
+         None, False),
     ]
-    results = [(kind, name, microseconds)
-               for (kind, name, _step, _before), microseconds in zip(steps, best_microseconds(steps, rounds))]
-    generate_ms = kms_call_ms(lambda: field.get_db_prep_save(VALUE, connection))
-    decrypt_ms = kms_call_ms(lambda: field.decrypt_message(message))
-    front.stop()
-    local_kms.stop()
+    timings = best_microseconds([(step, before) for _kind, _name, step, before, _required in steps], rounds)
+    return ValueCosts(
+        rounds=rounds,
+        steps=[(kind, name, microseconds, required)
+               for (kind, name, _step, _before, required), microseconds in zip(steps, timings)],
+        generate_ms=kms_call_ms(lambda: field.get_db_prep_save(VALUE, connection)),
+        decrypt_ms=kms_call_ms(lambda: field.decrypt_message(message)),
+        max_messages=keyring.cache.max_messages,
+    )
 
-    print(f"## One 32-byte value, step by step (best of {rounds} rounds of {ROUND})\n")
-    print("| | step | µs |\n| --- | --- | --- |")
-    for kind, name, microseconds in results:
-        print(f"| {kind} | {name} | {microseconds:.1f} |")
-    max_messages = keyring.cache.max_messages
-    print(f"| write | a save that makes a GenerateDataKey through moto, {generate_ms:.1f} ms, once per {max_messages} values | "
-          f"{generate_ms * 1000 / max_messages:.1f} |")
-    print(f"| read | a read that makes a Decrypt through moto, {decrypt_ms:.1f} ms, once per data key, that is per {max_messages} values "
-          f"written | {decrypt_ms * 1000 / max_messages:.1f} |")
+
+def report(costs: ValueCosts) -> list[str]:
+    lines = [f"## One 32-byte value, step by step (best of {costs.rounds} rounds of {ROUND})", "",
+             "| | step | µs |", "| --- | --- | --- |"]
+    lines += [f"| {kind} | {name} | {microseconds:.1f} |" for kind, name, microseconds, _required in costs.steps]
+    per = costs.max_messages
+    lines += [
+        f"| write | a save that makes a GenerateDataKey through moto, {costs.generate_ms:.1f} ms, once per {per} values | "
+        f"{costs.generate_ms * 1000 / per:.1f} |",
+        f"| read | a read that makes a Decrypt through moto, {costs.decrypt_ms:.1f} ms, once per data key, that is per "
+        f"{per} values written | {costs.decrypt_ms * 1000 / per:.1f} |",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Most of the module uses a local raw AES wrapping key, so that a mutation inside 
 costs a local AES-GCM failure rather than a KMS call; the tests through the app use the local KMS.
 """
 
+import gc
 import io
 import os
 import random
@@ -298,6 +299,21 @@ def test_the_app_reads_and_writes_its_messages_on_the_fast_path(db, monkeypatch)
     patient = Patient.objects.create(ssn="on the fast path", notes="x" * 10_000)
     reloaded = Patient.objects.get(pk=patient.pk)
     assert (reloaded.ssn, reloaded.notes) == ("on the fast path", "x" * 10_000)
+
+
+def test_what_the_driver_is_given_for_a_value_is_bytes_the_garbage_collector_does_not_track(db):
+    """A memoryview (SQLite's Database.Binary) is two objects the collector tracks per value: in a
+    bulk_create of 10,000 that was one more full collection (docs/benchmarks.md)."""
+    field = Patient._meta.get_field("ssn")
+    new_value = field.get_db_prep_save("a value being written", connection)
+    patient = Patient.objects.create(ssn="loaded and not read")
+    loaded = Patient.objects.get(pk=patient.pk)
+    written_back = field.get_db_prep_save(field.pre_save(loaded, add=False), connection)
+
+    for prepared in (new_value, written_back):
+        assert type(prepared) is bytes and prepared[:1] == b"\x02"
+        assert not gc.is_tracked(prepared)
+    assert written_back == stored(Patient, patient.pk, "ssn")
 
 
 def test_what_the_fast_path_does_not_handle_reaches_the_sdk(db, settings, local_kms, keys, monkeypatch):

@@ -184,8 +184,8 @@ class EncryptedField(BinaryPlaceholderHook, models.Field):
             value = value.decrypt()
         # bytes, not connection.Database.Binary(message): every driver Django supports binds bytes to a
         # binary column, and SQLite's Binary is a memoryview, two objects per value that the garbage
-        # collector tracks. In a bulk_create of 10,000 that was one more full collection, about a fifth of
-        # its time (docs/design.md, "What the driver is given").
+        # collector tracks; enough, on Python 3.11, for one more full collection in a bulk_create
+        # (docs/design.md, "What the driver is given").
         return crypto.encrypt(self.to_plaintext_bytes(value), keyring, self.field_binding())
 
     def select_format(self, compiler: Any, sql: str, params: Any) -> tuple[str, Any]:

@@ -302,8 +302,8 @@ def test_the_app_reads_and_writes_its_messages_on_the_fast_path(db, monkeypatch)
 
 
 def test_what_the_driver_is_given_for_a_value_is_bytes_the_garbage_collector_does_not_track(db):
-    """A memoryview (SQLite's Database.Binary) is two objects the collector tracks per value: in a
-    bulk_create of 10,000 that was one more full collection (docs/benchmarks.md)."""
+    """A memoryview (SQLite's Database.Binary) is two objects the collector tracks per value: on Python
+    3.11, one more full collection in a bulk_create of 10,000 (docs/design.md, "What the driver is given")."""
     field = Patient._meta.get_field("ssn")
     new_value = field.get_db_prep_save("a value being written", connection)
     patient = Patient.objects.create(ssn="loaded and not read")

@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection, connections
 
+from django_kms_fields import conf, crypto
 from tests.testapp.models import Patient
 
 THREADS = 8
@@ -97,3 +98,26 @@ def test_threads_encrypt_and_decrypt_concurrently_through_the_field():
         results = list(pool.map(work, range(THREADS), timeout=120))
 
     assert results == [[f"{worker}-{n}" for n in range(25)] for worker in range(THREADS)]
+
+
+def test_each_thread_has_its_own_master_key_provider_over_one_shared_data_key_cache():
+    """Master key providers are not thread safe, so no two threads may share one; the data-key cache is
+    shared, or each thread would make its own KMS calls for the same data keys."""
+    keyring = conf.get_keyring("default")
+    binding = Patient._meta.get_field("ssn").field_binding()
+    records = []
+
+    def build() -> None:
+        records.append(crypto._field_crypto(keyring, binding))
+
+    # One after the other, so the second thread finds whatever the first left behind.
+    for _ in range(2):
+        thread = threading.Thread(target=build)
+        thread.start()
+        thread.join(timeout=30)
+
+    first, second = records
+    assert first.manager.backing_materials_manager.master_key_provider is not (
+        second.manager.backing_materials_manager.master_key_provider
+    )
+    assert first.manager.cache is second.manager.cache
